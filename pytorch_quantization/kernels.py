@@ -1,0 +1,135 @@
+"""Kernel dispatch: the compiled ops from ``csrc/`` when they serve the tensor's device, else ``_reference``.
+
+Every function here takes ``amax`` in the broadcastable form used throughout the package
+(a scalar / one-element tensor for per-tensor quantization, e.g. shape ``[C, 1, 1, 1]`` for
+per-channel along axis 0) and validates its arguments, so that callers get a ``ValueError`` or
+``TypeError`` naming the argument instead of a crash inside a kernel.
+"""
+import torch
+
+from pytorch_quantization import _reference
+from pytorch_quantization import ops
+
+__all__ = [
+    "kernel_backend", "fake_quant", "fake_quant_cachemask", "fake_quant_", "fake_quant_backward", "fake_e4m3",
+    "abs_histogram", "amax_axis"
+]
+
+
+def kernel_backend():
+    """Which implementation serves tensors on each device: ``{"cpu": ..., "cuda": ...}``.
+
+    Values are ``"compiled"`` (our C++/CUDA ops), ``"reference"`` (pure PyTorch) or, for
+    CUDA, ``"unavailable"`` when this torch build or machine has no CUDA device.
+    """
+    cuda = "unavailable"
+    if torch.cuda.is_available():
+        cuda = "compiled" if ops.serves("cuda") else "reference"
+    return {"cpu": "compiled" if ops.serves("cpu") else "reference", "cuda": cuda}
+
+
+def _check_num_bits(num_bits):
+    if isinstance(num_bits, bool) or not isinstance(num_bits, int) or not 1 <= num_bits <= 16:
+        raise ValueError(f"num_bits must be an int in 1..16, got {num_bits!r}")
+
+
+def _check_inputs(x, amax, num_bits, unsigned):
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        raise TypeError(f"inputs must be a floating point tensor, got {getattr(x, 'dtype', type(x))}; "
+                        "cast it with .float() first")
+    if not isinstance(amax, torch.Tensor) or not amax.is_floating_point():
+        raise TypeError(f"amax must be a floating point tensor, got {getattr(amax, 'dtype', type(amax))}")
+    if amax.device != x.device:
+        raise ValueError(f"amax is on {amax.device} but inputs are on {x.device}; move amax with .to(inputs.device)")
+    _check_num_bits(num_bits)
+    if amax.numel() == 0:
+        raise ValueError("amax is empty; calibrate the quantizer or set amax before quantizing")
+    if not torch.isfinite(amax).all() or (amax < 0).any():
+        raise ValueError(f"amax must be finite and >= 0, got min {amax.min().item()} max {amax.max().item()}; "
+                         "recalibrate or set a valid amax")
+    try:
+        torch.broadcast_shapes(amax.shape, x.shape)
+    except RuntimeError:
+        raise ValueError(f"amax of shape {tuple(amax.shape)} does not broadcast to inputs of shape "
+                         f"{tuple(x.shape)}; per-channel amax needs size 1 on every other axis") from None
+    if unsigned and x.numel() and x.min() < 0:
+        raise ValueError("unsigned quantization got negative inputs; use unsigned=False for signed data")
+
+
+def amax_axis(x, amax):
+    """The single axis of ``x`` along which ``amax`` varies, None for per-tensor, or ``False`` when amax
+    varies along several axes (only the reference path handles that)."""
+    if amax.numel() == 1:
+        return None
+    offset = x.dim() - amax.dim()
+    varying = [offset + i for i, size in enumerate(amax.shape) if size != 1]
+    if len(varying) != 1 or offset < 0 or amax.shape[varying[0] - offset] != x.shape[varying[0]]:
+        return False
+    return varying[0]
+
+
+def _compiled_args(x, amax):
+    """(flat amax, axis) for the compiled ops, or None when they cannot serve this call."""
+    if not ops.serves(x.device.type):
+        return None
+    axis = amax_axis(x, amax)
+    if axis is False:
+        return None
+    return amax.detach().reshape(-1).to(device=x.device, dtype=torch.float32), axis
+
+
+def fake_quant(x, amax, num_bits=8, unsigned=False, narrow_range=True):
+    """Fake-quantize ``x`` (no autograd formula of its own; see ``tensor_quant.fake_tensor_quant``)."""
+    _check_inputs(x, amax, num_bits, unsigned)
+    compiled = _compiled_args(x, amax)
+    if compiled is None:
+        return _reference.fake_quant(x, amax, num_bits, unsigned, narrow_range)
+    return torch.ops.pytorch_quantization.fake_quant(x, compiled[0], compiled[1], num_bits, unsigned, narrow_range)
+
+
+def fake_quant_cachemask(x, amax, num_bits=8, unsigned=False, narrow_range=True):
+    """Fake-quantize ``x`` and return ``(output, mask)``; mask is True where the STE passes gradient."""
+    _check_inputs(x, amax, num_bits, unsigned)
+    compiled = _compiled_args(x, amax)
+    if compiled is None:
+        return _reference.fake_quant_cachemask(x, amax, num_bits, unsigned, narrow_range)
+    return torch.ops.pytorch_quantization.fake_quant_cachemask(x, compiled[0], compiled[1], num_bits, unsigned,
+                                                               narrow_range)
+
+
+def fake_quant_(x, amax, num_bits=8, unsigned=False, narrow_range=True):
+    """In-place fake quantization of ``x``; returns ``x``."""
+    _check_inputs(x, amax, num_bits, unsigned)
+    compiled = _compiled_args(x, amax)
+    if compiled is None:
+        return x.copy_(_reference.fake_quant(x, amax, num_bits, unsigned, narrow_range))
+    torch.ops.pytorch_quantization.fake_quant_(x, compiled[0], compiled[1], num_bits, unsigned, narrow_range)
+    return x
+
+
+def fake_quant_backward(grad, x, amax):
+    """Straight-through estimator without a cached mask: ``grad`` where ``|x| <= amax``, else 0."""
+    return _reference.fake_quant_backward(grad, x, amax)
+
+
+def fake_e4m3(x):
+    """Saturating round-to-nearest-even E4M3 fake cast (see ``_reference.fake_e4m3``)."""
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        raise TypeError(f"inputs must be a floating point tensor, got {getattr(x, 'dtype', type(x))}")
+    if ops.serves(x.device.type):
+        return torch.ops.pytorch_quantization.fake_e4m3(x)
+    return _reference.fake_e4m3(x)
+
+
+def abs_histogram(x, num_bins, range_max, skip_zeros=False):
+    """int64 counts of ``|x|`` over ``num_bins`` equal bins of ``[0, range_max]`` (see ``_reference``)."""
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        raise TypeError(f"inputs must be a floating point tensor, got {getattr(x, 'dtype', type(x))}")
+    if isinstance(num_bins, bool) or not isinstance(num_bins, int) or num_bins < 1:
+        raise ValueError(f"num_bins must be a positive int, got {num_bins!r}")
+    range_max = float(range_max)
+    if not range_max > 0 or range_max == float("inf"):
+        raise ValueError(f"range_max must be finite and > 0, got {range_max}")
+    if ops.serves(x.device.type):
+        return torch.ops.pytorch_quantization.abs_histogram(x, num_bins, range_max, skip_zeros)
+    return _reference.abs_histogram(x, num_bins, range_max, skip_zeros)
