@@ -6,8 +6,9 @@ from pytorch_quantization import tensor_quant
 from pytorch_quantization import calib
 from pytorch_quantization import nn
 from pytorch_quantization import quant_modules
+from pytorch_quantization.quant_modules import initialize, deactivate, enable_onnx_export
 from pytorch_quantization import utils
 from pytorch_quantization.tensor_quant import QuantDescriptor, ScaledQuantDescriptor
 
-__all__ = ["__version__", "kernel_backend", "tensor_quant", "calib", "nn", "quant_modules", "utils",
+__all__ = ["__version__", "kernel_backend", "tensor_quant", "calib", "nn", "quant_modules", "utils", "initialize", "deactivate", "enable_onnx_export",
            "QuantDescriptor", "ScaledQuantDescriptor"]

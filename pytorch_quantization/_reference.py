@@ -56,7 +56,8 @@ def _scale(amax, num_bits, unsigned, cdt):
     _, hi = integer_range(num_bits, unsigned, False)
     a = amax.to(cdt)
     tiny = a <= AMAX_EPSILON
-    scale = torch.where(tiny, torch.zeros_like(a), hi / a)
+    # full_like(a, hi) / a, not hi / a: Tensor.__rtruediv__ computes reciprocal(a) * hi, which is not bound / amax
+    scale = torch.where(tiny, torch.zeros_like(a), torch.full_like(a, hi) / a)
     return scale, tiny
 
 

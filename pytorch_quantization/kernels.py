@@ -44,7 +44,9 @@ def _check_inputs(x, amax, num_bits, unsigned):
     _check_num_bits(num_bits)
     if amax.numel() == 0:
         raise ValueError("amax is empty; calibrate the quantizer or set amax before quantizing")
-    if not torch.isfinite(amax).all() or (amax < 0).any():
+    # value checks need the data (a device sync, a graph break under torch.compile): eager mode only
+    value_checks = not torch.compiler.is_compiling()
+    if value_checks and (not torch.isfinite(amax).all() or (amax < 0).any()):
         raise ValueError(f"amax must be finite and >= 0, got min {amax.min().item()} max {amax.max().item()}; "
                          "recalibrate or set a valid amax")
     try:
@@ -52,7 +54,7 @@ def _check_inputs(x, amax, num_bits, unsigned):
     except RuntimeError:
         raise ValueError(f"amax of shape {tuple(amax.shape)} does not broadcast to inputs of shape "
                          f"{tuple(x.shape)}; per-channel amax needs size 1 on every other axis") from None
-    if unsigned and x.numel() and x.min() < 0:
+    if value_checks and unsigned and x.numel() and x.min() < 0:
         raise ValueError("unsigned quantization got negative inputs; use unsigned=False for signed data")
 
 
@@ -75,7 +77,7 @@ def _compiled_args(x, amax):
     axis = amax_axis(x, amax)
     if axis is False:
         return None
-    return amax.detach().reshape(-1).to(device=x.device, dtype=torch.float32), axis
+    return amax.detach().reshape(-1).to(device=x.device, dtype=_reference.compute_dtype(x.dtype)), axis
 
 
 def fake_quant(x, amax, num_bits=8, unsigned=False, narrow_range=True):

@@ -199,6 +199,9 @@ def _onnx_qdq(g, inputs, amax, num_bits, unsigned, narrow_range):
     if num_bits != 8:
         raise ValueError(f"ONNX export supports num_bits=8 only, got {num_bits}")
     bound = 2 ** (7 + int(unsigned)) - 1
+    if not isinstance(amax, torch.Tensor):  # a graph value: amax must be a constant (a calibrated buffer)
+        from torch.onnx import symbolic_helper  # pylint: disable=import-outside-toplevel
+        amax = symbolic_helper._get_const(amax, "t", "amax")  # pylint: disable=protected-access
     amax = amax.detach().float()
     axis = None
     if amax.numel() > 1:
@@ -338,7 +341,8 @@ class ScaledE4M3Function(Function):
         if amax is None:
             outputs = kernels.fake_e4m3(inputs)
         else:
-            scale = _reference.E4M3_MAX / amax.reshape(())
+            # a tensor 448 divided by amax: ``448 / amax`` (rtruediv) computes reciprocal(amax) * 448 instead
+            scale = torch.full((), _reference.E4M3_MAX, device=amax.device) / amax.reshape(())
             outputs = (kernels.fake_e4m3(inputs.float() * scale) / scale).to(inputs.dtype)
         return torch.where(inputs.abs() < _reference.AMAX_EPSILON, torch.zeros_like(outputs), outputs)
 

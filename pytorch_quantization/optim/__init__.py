@@ -1,0 +1,4 @@
+"""Optimizer helpers for quantization-aware training."""
+from pytorch_quantization.optim import helper
+
+__all__ = ["helper"]

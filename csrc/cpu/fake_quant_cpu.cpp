@@ -1,0 +1,243 @@
+// CPU kernels of fake_quant, fake_quant_cachemask and fake_quant_.
+//
+// The inner loops are plain element loops over contiguous memory that the compiler vectorizes
+// (-O3, SSE2 at least): rounding uses the "add and subtract 1.5 * 2**mantissa_bits" idiom
+// instead of a libm call, applied after clamping to [lo, hi]. Because lo and hi are integers,
+// clamp-then-round equals _reference's round-then-clamp, and copysign restores the sign of zero
+// results (round(-0.3) is -0.0), so the outputs are bit-identical to _reference.
+#include <ATen/Dispatch.h>
+#include <ATen/MemoryOverlap.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <torch/library.h>
+
+#include <cmath>
+#include <vector>
+
+#include "../quant_args.h"
+
+namespace pytorch_quantization {
+namespace {
+
+constexpr double kAmaxEpsilon = 5.9604644775390625e-08;  // 2**-24, _reference.AMAX_EPSILON
+constexpr int64_t kGrainSize = 32768;
+// Channels with fewer contiguous elements than this use per-element scale arrays (see QuantPlan).
+constexpr int64_t kMinRunLength = 64;
+
+template <typename acc_t>
+struct RoundingBias;
+template <>
+struct RoundingBias<float> {
+  static constexpr float value = 12582912.0f;  // 1.5 * 2**23
+};
+template <>
+struct RoundingBias<double> {
+  static constexpr double value = 6755399441055744.0;  // 1.5 * 2**52
+};
+
+// round_half_even(clamp(v * scale, lo, hi)) / divisor; NaN propagates through every step.
+template <typename acc_t>
+inline acc_t quantize_dequantize(acc_t v, acc_t scale, acc_t divisor, acc_t lo, acc_t hi) {
+  acc_t y = v * scale;
+  y = y < lo ? lo : y;
+  y = y > hi ? hi : y;
+  const acc_t rounded = (y + RoundingBias<acc_t>::value) - RoundingBias<acc_t>::value;
+  return std::copysign(rounded, y) / divisor;
+}
+
+// Per-channel constants in the compute type. divisor is scale, or 1 where amax <= 2**-24 (scale 0).
+template <typename acc_t>
+struct ChannelConstants {
+  std::vector<acc_t> scale, divisor, amax;
+
+  ChannelConstants(const at::Tensor& amax_tensor, double bound) {
+    const at::Tensor a = amax_tensor.to(c10::CppTypeToScalarType<acc_t>::value).contiguous();
+    const acc_t* data = a.const_data_ptr<acc_t>();
+    const int64_t n = a.numel();
+    scale.resize(n);
+    divisor.resize(n);
+    amax.assign(data, data + n);
+    for (int64_t c = 0; c < n; ++c) {
+      const bool tiny = amax[c] <= static_cast<acc_t>(kAmaxEpsilon);
+      scale[c] = tiny ? acc_t(0) : static_cast<acc_t>(bound) / amax[c];
+      divisor[c] = tiny ? acc_t(1) : scale[c];
+    }
+  }
+};
+
+// Pointers to the constants of one run of elements: one value each (kPerElement false) or one per element.
+template <typename acc_t>
+struct RunConstants {
+  const acc_t* scale;
+  const acc_t* divisor;
+  const acc_t* amax;
+  acc_t lo, hi;
+};
+
+template <typename scalar_t, typename acc_t, bool kPerElement, bool kMask>
+void quantize_run(const scalar_t* __restrict__ x, scalar_t* __restrict__ out, bool* __restrict__ mask, int64_t n,
+                  const RunConstants<acc_t>& k) {
+  const acc_t* __restrict__ scale = k.scale;
+  const acc_t* __restrict__ divisor = k.divisor;
+  const acc_t* __restrict__ amax = k.amax;
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t j = kPerElement ? i : 0;
+    const acc_t v = static_cast<acc_t>(x[i]);
+    out[i] = static_cast<scalar_t>(quantize_dequantize(v, scale[j], divisor[j], k.lo, k.hi));
+    if constexpr (kMask) {
+      mask[i] = std::abs(v) <= amax[j];
+    }
+  }
+}
+
+template <typename scalar_t, typename acc_t, bool kPerElement>
+void quantize_run_inplace(scalar_t* data, int64_t n, const RunConstants<acc_t>& k) {
+  const acc_t* __restrict__ scale = k.scale;
+  const acc_t* __restrict__ divisor = k.divisor;
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t j = kPerElement ? i : 0;
+    data[i] = static_cast<scalar_t>(quantize_dequantize(static_cast<acc_t>(data[i]), scale[j], divisor[j], k.lo, k.hi));
+  }
+}
+
+// How the flat index range splits into runs that share constants. With long channels a run is
+// (part of) one channel's contiguous block and uses that channel's constants; with short ones
+// (e.g. per-channel along the last axis) the constants are tiled over one period of
+// channels * inner elements and a run is (part of) one period, with per-element constants.
+template <typename acc_t>
+struct QuantPlan {
+  ChannelConstants<acc_t> channel;
+  ChannelLayout layout;
+  bool per_element;
+  std::vector<acc_t> tiled_scale, tiled_divisor, tiled_amax;
+  acc_t lo, hi;
+
+  QuantPlan(const at::Tensor& amax, ChannelLayout layout_, const IntegerRange& range)
+      : channel(amax, range.hi), layout(layout_), per_element(layout_.channels > 1 && layout_.inner < kMinRunLength),
+        lo(static_cast<acc_t>(range.lo)), hi(static_cast<acc_t>(range.hi)) {
+    if (!per_element) {
+      return;
+    }
+    const int64_t period = layout.channels * layout.inner;
+    tiled_scale.resize(period);
+    tiled_divisor.resize(period);
+    tiled_amax.resize(period);
+    for (int64_t p = 0; p < period; ++p) {
+      const int64_t c = p / layout.inner;
+      tiled_scale[p] = channel.scale[c];
+      tiled_divisor[p] = channel.divisor[c];
+      tiled_amax[p] = channel.amax[c];
+    }
+  }
+
+  // Calls run(begin, end, constants) for consecutive runs covering [begin, end).
+  template <typename RunFn>
+  void for_each_run(int64_t begin, int64_t end, const RunFn& run) const {
+    const int64_t block = per_element ? layout.channels * layout.inner : layout.inner;
+    int64_t i = begin;
+    while (i < end) {
+      const int64_t stop = std::min(end, (i / block + 1) * block);
+      RunConstants<acc_t> k{nullptr, nullptr, nullptr, lo, hi};
+      if (per_element) {
+        const int64_t p = i % block;
+        k.scale = tiled_scale.data() + p;
+        k.divisor = tiled_divisor.data() + p;
+        k.amax = tiled_amax.data() + p;
+      } else {
+        const int64_t c = (i / block) % layout.channels;
+        k.scale = channel.scale.data() + c;
+        k.divisor = channel.divisor.data() + c;
+        k.amax = channel.amax.data() + c;
+      }
+      run(i, stop, k);
+      i = stop;
+    }
+  }
+};
+
+// Out-of-place fake quant of contiguous x into contiguous out (and mask when given).
+template <typename scalar_t>
+void fake_quant_contiguous(const at::Tensor& x, at::Tensor& out, bool* mask, const QuantPlan<at::opmath_type<scalar_t>>& plan) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const scalar_t* src = x.const_data_ptr<scalar_t>();
+  scalar_t* dst = out.mutable_data_ptr<scalar_t>();
+  at::parallel_for(0, x.numel(), kGrainSize, [&](int64_t begin, int64_t end) {
+    plan.for_each_run(begin, end, [&](int64_t b, int64_t e, const RunConstants<acc_t>& k) {
+      if (plan.per_element) {
+        mask ? quantize_run<scalar_t, acc_t, true, true>(src + b, dst + b, mask + b, e - b, k)
+             : quantize_run<scalar_t, acc_t, true, false>(src + b, dst + b, nullptr, e - b, k);
+      } else {
+        mask ? quantize_run<scalar_t, acc_t, false, true>(src + b, dst + b, mask + b, e - b, k)
+             : quantize_run<scalar_t, acc_t, false, false>(src + b, dst + b, nullptr, e - b, k);
+      }
+    });
+  });
+}
+
+template <typename scalar_t>
+void fake_quant_contiguous_inplace(at::Tensor& x, const QuantPlan<at::opmath_type<scalar_t>>& plan) {
+  using acc_t = at::opmath_type<scalar_t>;
+  scalar_t* data = x.mutable_data_ptr<scalar_t>();
+  at::parallel_for(0, x.numel(), kGrainSize, [&](int64_t begin, int64_t end) {
+    plan.for_each_run(begin, end, [&](int64_t b, int64_t e, const RunConstants<acc_t>& k) {
+      plan.per_element ? quantize_run_inplace<scalar_t, acc_t, true>(data + b, e - b, k)
+                       : quantize_run_inplace<scalar_t, acc_t, false>(data + b, e - b, k);
+    });
+  });
+}
+
+std::tuple<at::Tensor, at::Tensor> fake_quant_with_mask(const at::Tensor& x, const at::Tensor& amax,
+                                                        std::optional<int64_t> axis, int64_t num_bits,
+                                                        bool is_unsigned, bool narrow_range, bool want_mask,
+                                                        const char* op_name) {
+  const ChannelLayout layout = check_fake_quant_args(x, amax, axis, num_bits, op_name);
+  const IntegerRange range = integer_range(num_bits, is_unsigned, narrow_range);
+  const at::Tensor src = x.contiguous();
+  at::Tensor out = at::empty(x.sizes(), x.options());
+  at::Tensor mask = want_mask ? at::empty(x.sizes(), x.options().dtype(at::kBool)) : at::Tensor();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "fake_quant", [&] {
+    const QuantPlan<at::opmath_type<scalar_t>> plan(amax, layout, range);
+    fake_quant_contiguous<scalar_t>(src, out, want_mask ? mask.mutable_data_ptr<bool>() : nullptr, plan);
+  });
+  return {out, mask};
+}
+
+at::Tensor fake_quant_cpu(const at::Tensor& x, const at::Tensor& amax, std::optional<int64_t> axis, int64_t num_bits,
+                          bool is_unsigned, bool narrow_range) {
+  return std::get<0>(fake_quant_with_mask(x, amax, axis, num_bits, is_unsigned, narrow_range, false, "fake_quant"));
+}
+
+std::tuple<at::Tensor, at::Tensor> fake_quant_cachemask_cpu(const at::Tensor& x, const at::Tensor& amax,
+                                                            std::optional<int64_t> axis, int64_t num_bits,
+                                                            bool is_unsigned, bool narrow_range) {
+  return fake_quant_with_mask(x, amax, axis, num_bits, is_unsigned, narrow_range, true, "fake_quant_cachemask");
+}
+
+// In place; a non-contiguous x is quantized in a contiguous copy that is then copied back, so
+// every view of x's storage sees the result.
+void fake_quant_inplace_cpu(at::Tensor& x, const at::Tensor& amax, std::optional<int64_t> axis, int64_t num_bits,
+                            bool is_unsigned, bool narrow_range) {
+  const ChannelLayout layout = check_fake_quant_args(x, amax, axis, num_bits, "fake_quant_");
+  at::assert_no_internal_overlap(x);
+  const IntegerRange range = integer_range(num_bits, is_unsigned, narrow_range);
+  at::Tensor work = x.is_contiguous() ? x : x.contiguous();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "fake_quant_", [&] {
+    const QuantPlan<at::opmath_type<scalar_t>> plan(amax, layout, range);
+    fake_quant_contiguous_inplace<scalar_t>(work, plan);
+  });
+  if (!work.is_same(x)) {
+    x.copy_(work);
+  }
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(pytorch_quantization, CPU, m) {
+  m.impl("fake_quant", &fake_quant_cpu);
+  m.impl("fake_quant_cachemask", &fake_quant_cachemask_cpu);
+  m.impl("fake_quant_", &fake_quant_inplace_cpu);
+}
+
+}  // namespace pytorch_quantization

@@ -1,0 +1,118 @@
+"""Command line of integration/centerpoint_ptq.py and the checks that need no framework."""
+import argparse
+import os
+
+from pytorch_quantization.ptq.config import CALIB_METHODS, PRESETS
+from integration.ptq_driver.errors import DriverError
+
+FRAMEWORKS = ("mmdet3d", "openpcdet")
+DEFAULT_MODES = ("fp32", "w8", "w8a8")
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DEFAULT_CONFIG = os.path.join(REPO_ROOT, "integration", "configs", "centerpoint_pillar_tiny_synthetic.py")
+DEFAULT_CHECKPOINT = os.path.join(REPO_ROOT, "integration", "checkpoints",
+                                  "centerpoint_pillar_tiny_synthetic.pth")
+DEFAULT_DATA_ROOT = os.path.join(REPO_ROOT, "work_dirs", "synthetic_nuscenes")
+DEFAULT_WORK_DIR = os.path.join(REPO_ROOT, "work_dirs", "centerpoint_ptq")
+
+
+def build_parser():
+    p = argparse.ArgumentParser(
+        description="Post-training quantization of CenterPoint: quantize a fresh copy of the model per "
+                    "mode, calibrate on a seeded subset of the training split, evaluate on the val split "
+                    "with the config's own metric, print one comparison table. Without arguments it "
+                    "generates a small synthetic nuScenes-format dataset and runs fp32/w8/w8a8 on the "
+                    "committed tiny checkpoint.")
+    p.add_argument("--framework", default="mmdet3d", help=f"one of {', '.join(FRAMEWORKS)}")
+    p.add_argument("--config", default=None, help="model config (default: the tiny synthetic config)")
+    p.add_argument("--checkpoint", default=None, help="weights (default: the committed tiny checkpoint)")
+    p.add_argument("--data-root", default=None,
+                   help="prepared dataset root (default: generate/reuse work_dirs/synthetic_nuscenes)")
+    p.add_argument("--modes", default=",".join(DEFAULT_MODES),
+                   help=f"comma-separated presets out of {', '.join(PRESETS)}")
+    p.add_argument("--calib-method", default="max", help=f"one of {', '.join(CALIB_METHODS)}")
+    p.add_argument("--percentile", type=float, default=99.99, help="for --calib-method percentile")
+    p.add_argument("--calib-batches", type=int, default=None,
+                   help="calibration frames drawn from the training split (default: min(32, split size))")
+    p.add_argument("--seed", type=int, default=0, help="seed of the calibration subset")
+    p.add_argument("--skip-zeros", action="store_true", help="leave exact zeros out of activation statistics")
+    p.add_argument("--fold-bn", action="store_true", help="fold BatchNorm into the preceding layers first")
+    p.add_argument("--skip-layers", nargs="+", default=[], metavar="GLOB", help="module names left in float")
+    p.add_argument("--calib-file", default=None,
+                   help="reuse calibration: a file (for every quantized mode) or a directory holding "
+                        "calib_<mode>.json files as this driver writes them")
+    p.add_argument("--sensitivity", action="store_true",
+                   help="per-layer sensitivity of each quantized mode (one evaluation per layer)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--work-dir", default=None, help=f"outputs (default: {DEFAULT_WORK_DIR})")
+    p.add_argument("--launcher", default="none", help="none or pytorch (torchrun)")
+    p.add_argument("--max-eval-frames", type=int, default=None,
+                   help="evaluate only the first N val frames (ground truth restricted to them)")
+    return p
+
+
+def parse_modes(text):
+    modes = [m.strip() for m in text.split(",") if m.strip()]
+    if not modes:
+        raise DriverError(f"--modes is empty; give a comma-separated list out of {', '.join(PRESETS)}")
+    unknown = [m for m in modes if m not in PRESETS]
+    if unknown:
+        raise DriverError(f"--modes: unknown mode(s) {', '.join(unknown)}; choose from {', '.join(PRESETS)}")
+    if len(set(modes)) != len(modes):
+        raise DriverError(f"--modes lists a mode twice: {text}")
+    return modes
+
+
+def _positive(value, name):
+    if value is not None and value < 1:
+        raise DriverError(f"{name} must be a positive integer, got {value}")
+
+
+def check_args(args):
+    """Validate what can be validated before any framework is imported; fills defaults in place."""
+    if args.framework not in FRAMEWORKS:
+        raise DriverError(f"--framework: unknown framework {args.framework!r}; choose from {', '.join(FRAMEWORKS)}")
+    if args.framework == "openpcdet":
+        raise DriverError("--framework openpcdet is not implemented yet in this version; use --framework mmdet3d")
+    args.modes = parse_modes(args.modes)
+    if args.calib_method not in CALIB_METHODS:
+        raise DriverError(f"--calib-method: unknown method {args.calib_method!r}; "
+                          f"choose from {', '.join(CALIB_METHODS)}")
+    if not 0.0 < args.percentile <= 100.0:
+        raise DriverError(f"--percentile must lie in (0, 100], got {args.percentile}")
+    _positive(args.calib_batches, "--calib-batches")
+    _positive(args.max_eval_frames, "--max-eval-frames")
+    if args.launcher not in ("none", "pytorch"):
+        raise DriverError(f"--launcher: unknown launcher {args.launcher!r}; choose none or pytorch")
+    if args.device not in ("cpu", "cuda"):
+        raise DriverError(f"--device: unknown device {args.device!r}; choose cpu or cuda")
+    args.config = args.config or DEFAULT_CONFIG
+    args.checkpoint = args.checkpoint or DEFAULT_CHECKPOINT
+    args.work_dir = args.work_dir or DEFAULT_WORK_DIR
+    _readable_file(args.config, "--config")
+    _readable_file(args.checkpoint, "--checkpoint")
+    if args.calib_file is not None and not os.path.exists(args.calib_file):
+        raise DriverError(f"--calib-file: {args.calib_file} does not exist")
+    return args
+
+
+def _readable_file(path, name):
+    if not os.path.isfile(path):
+        raise DriverError(f"{name}: {path} is not a file")
+    if not os.access(path, os.R_OK):
+        raise DriverError(f"{name}: {path} is not readable")
+
+
+def calib_file_for(calib_file, mode):
+    """The calibration file to reuse for ``mode`` (``calib_file`` may be a file or a work dir)."""
+    if calib_file is None:
+        return None
+    if os.path.isdir(calib_file):
+        path = os.path.join(calib_file, calib_file_name(mode))
+        if not os.path.isfile(path):
+            raise DriverError(f"--calib-file: {calib_file} has no {calib_file_name(mode)} for mode {mode}")
+        return path
+    return calib_file
+
+
+def calib_file_name(mode):
+    return f"calib_{mode}.json"

@@ -1,0 +1,91 @@
+"""Train the tiny CenterPoint-pillar config on the synthetic nuScenes-format dataset (CPU).
+
+    python integration/train_synthetic.py [--config CFG] [--data-root DIR] [--work-dir DIR]
+                                          [--max-iters N] [--seed S] [--output PTH]
+
+Training runs through mmengine's Runner with the config's own loss, optimizer and (iteration-
+based) schedule. Afterwards the weights alone (a state_dict, stored as float16 to keep the
+committed file small; float16 holds every weight of a trained detector to ~3 significant digits)
+are written atomically to ``--output`` (default: the committed checkpoint path).
+"""
+import argparse
+import os
+import sys
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO_ROOT not in sys.path:  # run as a script from a source checkout
+    sys.path.insert(0, REPO_ROOT)
+
+from integration.ptq_driver import options  # noqa: E402
+from integration.ptq_driver.errors import DriverError  # noqa: E402
+from integration.ptq_driver.mmdet3d_config import check_info_files, load_config, set_data_root  # noqa: E402
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", default=options.DEFAULT_CONFIG)
+    p.add_argument("--data-root", default=options.DEFAULT_DATA_ROOT)
+    p.add_argument("--work-dir", default=os.path.join(REPO_ROOT, "work_dirs", "train_synthetic"))
+    p.add_argument("--max-iters", type=int, default=None, help="default: the config's train_cfg.max_iters")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--output", default=options.DEFAULT_CHECKPOINT, help="where the fp16 state_dict goes")
+    return p
+
+
+def set_max_iters(cfg, max_iters):
+    """Shorten / lengthen the iteration-based schedule: the loop and the last scheduler's end."""
+    if cfg.train_cfg.get("type") != "IterBasedTrainLoop":
+        raise DriverError("--max-iters needs an iteration-based config (train_cfg.type='IterBasedTrainLoop')")
+    cfg.train_cfg.max_iters = max_iters
+    cfg.train_cfg.val_interval = max_iters + 1
+    schedulers = cfg.param_scheduler
+    warmup_end = schedulers[0]["end"] if len(schedulers) > 1 else 0
+    if max_iters <= warmup_end:
+        raise DriverError(f"--max-iters {max_iters} must exceed the warm-up ({warmup_end} iterations)")
+    last = schedulers[-1]
+    last["end"] = max_iters
+    if "T_max" in last:
+        last["T_max"] = max_iters - last.get("begin", 0)
+
+
+def save_weights(model, path):
+    """The model's state_dict, floating tensors as float16, written atomically."""
+    import torch
+    from pytorch_quantization.ptq.atomic_io import atomic_write
+    state = {k: (v.half() if v.is_floating_point() else v) for k, v in model.state_dict().items()}
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    atomic_write(path, lambda f: torch.save(state, f))
+
+
+def train(args):
+    if args.max_iters is not None and args.max_iters < 1:
+        raise DriverError(f"--max-iters must be a positive integer, got {args.max_iters}")
+    from integration import mmdet3d_backend as backend
+    backend.import_stack()
+    from mmengine.runner import Runner
+    cfg = set_data_root(load_config(args.config), args.data_root)
+    check_info_files(cfg, args.data_root)
+    if args.max_iters is not None:
+        set_max_iters(cfg, args.max_iters)
+    cfg.work_dir = args.work_dir
+    cfg.randomness = dict(seed=args.seed, deterministic=False)
+    # Validation happens separately (centerpoint_ptq.py --modes fp32): the nuScenes metric is slow.
+    cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    save_weights(runner.model, args.output)
+    print(f"wrote {args.output}")
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        train(args)
+    except DriverError as err:
+        print(f"train_synthetic: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Functional building blocks of the quantized modules."""

@@ -1,0 +1,406 @@
+"""``TensorQuantizer``: the module that calibrates and (fake-)quantizes one tensor."""
+import logging
+
+import numpy as np
+import torch
+from torch import nn
+
+from pytorch_quantization import calib
+from pytorch_quantization import tensor_quant
+from pytorch_quantization import utils as quant_utils
+from pytorch_quantization.nn.modules.clip import Clip
+
+__all__ = ["TensorQuantizer"]
+
+logger = logging.getLogger(__name__)
+
+
+def _to_amax_tensor(value, name):
+    """``value`` (number, list, ndarray or tensor) as a float32 tensor, validated as a range: finite and >= 0."""
+    if isinstance(value, torch.Tensor):
+        out = value.detach().to(torch.float32)
+    else:
+        try:
+            out = torch.from_numpy(np.array(value, dtype=np.float32))
+        except (TypeError, ValueError):
+            raise TypeError(f"{name} must be a number, list, ndarray or tensor, got {type(value).__name__}") from None
+    if out.numel() == 0:
+        raise ValueError(f"{name} is empty; pass one value per tensor or per channel")
+    if not torch.isfinite(out).all() or (out < 0).any():
+        raise ValueError(f"{name} must be finite and >= 0, got {out.flatten()[:8].tolist()}; pass the absolute range "
+                         "of the data, e.g. x.abs().amax(), or recalibrate")
+    return out.clone()
+
+
+class TensorQuantizer(nn.Module):
+    """Calibrate and fake-quantize a tensor as described by a ``QuantDescriptor``.
+
+    Stages, each switchable at run time: ``calib`` (feed every input to the calibrator),
+    ``clip`` (clip to a learned range, only with ``learn_amax``) and ``quant`` (quantize).
+    ``disable()`` bypasses the module altogether.
+
+    The range ``amax`` comes, in order, from the clip range when ``learn_amax``, the ``_amax``
+    buffer (set from the descriptor, the ``amax`` setter, ``load_calib_amax`` or a state_dict),
+    or the current input (dynamic: ``utils.reduce_amax`` over every axis not kept by ``axis``).
+    A per-channel ``_amax`` is kept in the shape that broadcasts to the input, e.g. ``[C, 1, 1, 1]``
+    for ``axis=0`` of a 4-D weight; a 1-D ``[C]`` amax is reshaped to that form when used.
+
+    Args:
+        quant_desc: a ``QuantDescriptor``.
+        disabled: bypass the module (return the input unchanged).
+        if_quant: run the quantization stage.
+        if_clip: run the clip stage (needs ``learn_amax``).
+        if_calib: run the calibration stage.
+
+    Class attributes:
+        use_fb_fake_quant: quantize with ``torch.fake_quantize_per_tensor_affine`` /
+            ``torch.fake_quantize_per_channel_affine`` instead of the package's kernels (full
+            signed range and ``round(x / scale)`` as in ONNX); kept for upstream compatibility.
+    """
+
+    use_fb_fake_quant = False
+    _enable_onnx_export = False
+
+    def __init__(self, quant_desc=tensor_quant.QuantDescriptor(), disabled=False, if_quant=True, if_clip=False,
+                 if_calib=False):
+        super().__init__()
+        if not isinstance(quant_desc, tensor_quant.ScaledQuantDescriptor):
+            raise TypeError(f"quant_desc must be a QuantDescriptor, got {type(quant_desc).__name__}")
+        self._num_bits = quant_desc.num_bits
+        self._fake_quant = quant_desc.fake_quant
+        self._axis = quant_desc.axis
+        self._scale_amax = quant_desc.scale_amax
+        self._learn_amax = quant_desc.learn_amax
+        self._unsigned = quant_desc.unsigned
+        self._narrow_range = quant_desc.narrow_range
+
+        self._scale = None if not quant_desc.fake_quant else 1.0
+        self._disabled = bool(disabled)
+        self._if_quant = bool(if_quant)
+        self._if_clip = False
+        self._if_calib = bool(if_calib)
+
+        if quant_desc.amax is not None:
+            self.register_buffer("_amax", torch.tensor(quant_desc.amax))
+        if self._learn_amax:
+            init_amax = float(np.max(quant_desc.amax)) if quant_desc.amax is not None else 1.0
+            self.clip = Clip(-init_amax, init_amax, learn_min=True, learn_max=True)
+            self.enable_clip()
+        if if_clip:
+            self.enable_clip()
+
+        if quant_desc.calib_method == "histogram":
+            self._calibrator = calib.HistogramCalibrator(num_bits=self._num_bits, axis=self._axis,
+                                                         unsigned=self._unsigned)
+        else:
+            self._calibrator = calib.MaxCalibrator(num_bits=self._num_bits, axis=self._axis, unsigned=self._unsigned)
+
+    # ----------------------------------------------------------------- properties
+    @property
+    def num_bits(self):
+        return self._num_bits
+
+    @num_bits.setter
+    def num_bits(self, value):
+        self._num_bits = tensor_quant._validate_num_bits(value)  # pylint: disable=protected-access
+
+    @property
+    def maxbound(self):
+        """Largest representable magnitude on the quantized grid (448 for E4M3)."""
+        if self._num_bits == (4, 3):
+            return 448.0
+        return (1 << (self._num_bits - 1 + int(self._unsigned))) - 1
+
+    @property
+    def unsigned(self):
+        return self._unsigned
+
+    @unsigned.setter
+    def unsigned(self, value):
+        self._unsigned = bool(value)
+
+    @property
+    def narrow_range(self):
+        return self._narrow_range
+
+    @narrow_range.setter
+    def narrow_range(self, value):
+        self._narrow_range = bool(value)
+
+    @property
+    def axis(self):
+        return self._axis
+
+    @property
+    def fake_quant(self):
+        return self._fake_quant
+
+    @property
+    def scale(self):
+        """Scale of the last real (``fake_quant=False``) quantization; 1.0 in fake-quant mode."""
+        return self._scale
+
+    @property
+    def step_size(self):
+        """amax / maxbound, the size of one quantization step; None while amax is dynamic."""
+        if not hasattr(self, "_amax"):
+            return None
+        return self._amax / (2.0 ** (self._num_bits - 1 + int(self._unsigned)) - 1.0)
+
+    @property
+    def amax(self):
+        return getattr(self, "_amax", None)
+
+    @amax.setter
+    def amax(self, value):
+        if value is None:
+            raise ValueError("amax cannot be set to None; to go back to dynamic ranges delete the buffer with "
+                             "`del quantizer._amax`")
+        value = _to_amax_tensor(value, "amax")
+        if self._axis is None and value.numel() != 1:
+            raise ValueError(f"this quantizer is per-tensor (axis=None) but amax has {value.numel()} values; pass one "
+                             "value or use a descriptor with an axis")
+        if hasattr(self, "_amax"):
+            if self._amax.shape != value.shape:
+                raise ValueError(f"amax shape {tuple(value.shape)} differs from the current {tuple(self._amax.shape)}; "
+                                 "pass the same shape, or `del quantizer._amax` first to change it")
+            self._amax.copy_(value)
+        else:
+            self.register_buffer("_amax", value)
+
+    @property
+    def pre_quant_scale(self):
+        """Per-channel input scaling applied before quantization (SmoothQuant-style), or None."""
+        return getattr(self, "_pre_quant_scale", None)
+
+    @pre_quant_scale.setter
+    def pre_quant_scale(self, value):
+        if value is None:
+            raise ValueError("pre_quant_scale cannot be set to None; delete it with `del quantizer._pre_quant_scale`")
+        value = torch.as_tensor(value, dtype=torch.float32).detach().clone()
+        if not torch.isfinite(value).all():
+            raise ValueError("pre_quant_scale must be finite")
+        if hasattr(self, "_pre_quant_scale"):
+            if self._pre_quant_scale.shape != value.shape:
+                raise ValueError(f"pre_quant_scale shape {tuple(value.shape)} differs from the current "
+                                 f"{tuple(self._pre_quant_scale.shape)}; `del quantizer._pre_quant_scale` first")
+            self._pre_quant_scale.copy_(value)
+        else:
+            self.register_buffer("_pre_quant_scale", value)
+
+    # ----------------------------------------------------------------- stage switches
+    def disable(self):
+        """Bypass the module."""
+        self._disabled = True
+
+    def enable(self):
+        self._disabled = False
+
+    def disable_clip(self):
+        self._if_clip = False
+        if hasattr(self, "clip"):
+            self.clip.clip_value_min.requires_grad = False
+            self.clip.clip_value_max.requires_grad = False
+
+    def enable_clip(self):
+        if not self._learn_amax:
+            raise ValueError("learn_amax is False, so there is no range to learn; use a descriptor with "
+                             "learn_amax=True to enable the clip stage")
+        self.clip.clip_value_min.requires_grad = True
+        self.clip.clip_value_max.requires_grad = True
+        self._if_clip = True
+
+    def disable_calib(self):
+        self._if_calib = False
+
+    def enable_calib(self):
+        if self._calibrator is None:
+            raise ValueError("Calibrator was not created, cannot enable calibration.")
+        self._if_calib = True
+
+    def disable_quant(self):
+        self._if_quant = False
+
+    def enable_quant(self):
+        self._if_quant = True
+
+    # ----------------------------------------------------------------- calibration
+    def load_calib_amax(self, *args, **kwargs):
+        """Set amax from the calibrator: ``*args`` / ``**kwargs`` go to its ``compute_amax``.
+
+        Keyword ``strict`` (default True): when the calibrator has seen no data, raise
+        ``RuntimeError``; with ``strict=False`` log a warning and leave amax as it is (upstream
+        wrote NaN, which every later quantization rejects).
+        """
+        strict = kwargs.pop("strict", True)
+        if getattr(self, "_calibrator", None) is None:
+            raise RuntimeError("Calibrator not created.")
+        calib_amax = self._calibrator.compute_amax(*args, **kwargs)
+        if calib_amax is None:
+            msg = "Calibrator returned None: it has not seen any tensor."
+            if strict:
+                raise RuntimeError(msg + " Run calibration data through the model first, or pass strict=False to "
+                                   "leave amax unchanged.")
+            logger.warning("%s amax left unchanged.", msg)
+            return
+        calib_amax = _to_amax_tensor(calib_amax, "calibrated amax")
+        if hasattr(self, "_amax"):
+            calib_amax = calib_amax.to(self._amax.device)
+            del self._amax
+        self.register_buffer("_amax", calib_amax)
+
+    def init_learn_amax(self):
+        """Initialise the learned range from the fixed amax (max over channels for per-channel amax)."""
+        if not self._learn_amax:
+            raise RuntimeError("Called init_learn_amax with learn_amax=False.")
+        if not hasattr(self, "_amax"):
+            raise RuntimeError("No amax to initialise from; calibrate or set amax first.")
+        init_amax = self._amax.max()
+        self.clip.clip_value_min.data.copy_(-init_amax)
+        self.clip.clip_value_max.data.copy_(init_amax)
+
+    # ----------------------------------------------------------------- quantization
+    def _kept_axes(self, inputs):
+        """The axes that keep their own amax, normalised to ``0..dim-1``; None for per-tensor."""
+        if self._axis is None:
+            return None
+        axes = self._axis if isinstance(self._axis, (tuple, list)) else (self._axis,)
+        dim = inputs.dim()
+        for a in axes:
+            if not -dim <= a < dim:
+                raise ValueError(f"axis={self._axis} is out of range for a {dim}-D input of shape "
+                                 f"{tuple(inputs.shape)}; use a descriptor axis in [{-dim}, {dim - 1}]")
+        return tuple(sorted(a % dim for a in axes))
+
+    def _fit_amax(self, amax, inputs):
+        """``amax`` in the shape that broadcasts along the kept axes of ``inputs``."""
+        if amax.numel() == 1:
+            return amax.reshape(())
+        axes = self._kept_axes(inputs)
+        if axes is None:
+            raise ValueError(f"amax has {amax.numel()} values but the quantizer is per-tensor (axis=None); set a "
+                             "single amax or use a descriptor with an axis")
+        expected = tuple(inputs.shape[i] if i in axes else 1 for i in range(inputs.dim()))
+        if tuple(amax.shape) == expected:
+            return amax
+        if amax.dim() != inputs.dim() and [s for s in amax.shape if s != 1] == [s for s in expected if s != 1]:
+            return amax.reshape(expected)
+        raise ValueError(f"amax of shape {tuple(amax.shape)} does not fit axis={self._axis} of an input of shape "
+                         f"{tuple(inputs.shape)} (expected {expected}); recalibrate or set amax for this tensor")
+
+    def _get_amax(self, inputs):
+        """amax from the buffer, or computed from ``inputs`` when there is none; float32 or float64."""
+        if hasattr(self, "_amax"):
+            amax = self._fit_amax(self._amax, inputs)
+            if amax.device != inputs.device:
+                amax = amax.to(inputs.device)
+        else:
+            axes = self._kept_axes(inputs)
+            reduce_axis = None if axes is None else [i for i in range(inputs.dim()) if i not in axes]
+            amax = quant_utils.reduce_amax(inputs, axis=reduce_axis, keepdims=True)
+        if self._scale_amax is not None:
+            amax = amax.detach() * self._scale_amax
+        # `.data` (not detach()) so that the ONNX tracer records amax as a constant, which Q/DQ export needs
+        amax = amax.data
+        if amax.dtype not in (torch.float32, torch.float64):
+            amax = amax.float()
+        return amax
+
+    def _fb_fake_quant(self, inputs, amax):
+        """PyTorch's native fake quantization over the full signed range (what ONNX Q/DQ computes)."""
+        bound = (1 << (self._num_bits - 1 + int(self._unsigned))) - 1
+        qmin = 0 if self._unsigned else -bound - 1
+        if amax.numel() == 1:
+            return torch.fake_quantize_per_tensor_affine(inputs, amax.item() / bound, 0, qmin, bound)
+        axes = [i for i, s in enumerate(amax.shape) if s != 1]
+        if len(axes) != 1:
+            raise ValueError(f"native fake quantization supports one axis, amax has shape {tuple(amax.shape)}")
+        scale = (amax.reshape(-1) / bound).float()
+        zero_point = torch.zeros(scale.shape, dtype=torch.int32, device=inputs.device)
+        return torch.fake_quantize_per_channel_affine(inputs, scale, zero_point, axes[0], qmin, bound)
+
+    def _quant_forward(self, inputs):
+        if self._num_bits == (4, 3):
+            return tensor_quant.scaled_e4m3(inputs, self._get_amax(inputs), 4, 3)
+        if self._learn_amax:
+            inputs = self.clip(inputs)
+            amax = torch.max(-self.clip.clip_value_min, self.clip.clip_value_max).detach()
+        else:
+            amax = self._get_amax(inputs)
+        if not self._fake_quant:
+            outputs, self._scale = tensor_quant.tensor_quant(inputs, amax, self._num_bits, self._unsigned,
+                                                             self._narrow_range)
+            return outputs
+        if TensorQuantizer.use_fb_fake_quant:
+            if inputs.dtype == torch.half or amax.dtype == torch.half:
+                raise TypeError("native fake quantization (use_fb_fake_quant) needs float32 inputs; disable AMP")
+            return self._fb_fake_quant(inputs, amax)
+        return tensor_quant.fake_tensor_quant(inputs, amax, self._num_bits, self._unsigned, self._narrow_range)
+
+    def _check_onnx_readiness(self):
+        if not hasattr(self, "_amax") and not self._learn_amax:
+            raise RuntimeError("this quantizer has no amax; ONNX export needs calibrated (static) ranges: calibrate "
+                               "and call load_calib_amax() before exporting")
+        if self._if_calib:
+            logger.warning("quantizer is still in calibration mode while exporting to ONNX")
+
+    def forward(self, inputs):
+        """Quantize ``inputs`` (and feed them to the calibrator when calibrating)."""
+        if self.pre_quant_scale is not None:
+            inputs = inputs * self._pre_quant_scale
+        if self._disabled:
+            return inputs
+        if self._enable_onnx_export and self._if_quant:
+            self._check_onnx_readiness()
+        outputs = inputs
+        if self._if_calib:
+            if self._calibrator is None:
+                raise RuntimeError("Calibrator was not created.")
+            self._calibrator.collect(inputs)
+        if self._if_clip:
+            outputs = self.clip(inputs)
+        if self._if_quant:
+            outputs = self._quant_forward(inputs)
+        return outputs
+
+    # ----------------------------------------------------------------- repr / state_dict
+    def _short_amax(self, fmt=".4f"):
+        if not hasattr(self, "_amax"):
+            return "dynamic"
+        if self._amax.numel() == 1:
+            return f"{self._amax.item():{fmt}}"
+        return f"[{self._amax.min().item():{fmt}}, {self._amax.max().item():{fmt}}]({self._amax.numel()})"
+
+    def extra_repr(self):
+        if self._disabled:
+            return "disabled"
+        parts = [f"{'unsigned ' if self._unsigned else ''}{self._num_bits}bit"]
+        if self._narrow_range:
+            parts.append("narrow")
+        if self._fake_quant:
+            parts.append("fake")
+        parts.append(f"axis={self._axis}" if self._axis is not None else "per-tensor")
+        parts.append(f"amax={self._short_amax()}")
+        if self._scale_amax:
+            parts.append(f"*{self._scale_amax}")
+        if self.pre_quant_scale is not None:
+            parts.append("pre_quant_scale")
+        if self._learn_amax:
+            parts.append("learned")
+        if self._calibrator is not None:
+            parts.append(f"calibrator={self._calibrator.__class__.__name__}")
+        if not self._fake_quant and self._scale is not None:
+            parts.append(f"scale={self._scale}")
+        for flag, name in ((self._if_quant, "quant"), (self._if_clip, "clip"), (self._if_calib, "calib")):
+            if flag:
+                parts.append(name)
+        return " ".join(parts)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """Create ``_amax`` / ``_pre_quant_scale`` when the state_dict has them and this quantizer does not yet
+        (an uncalibrated model loading a calibrated checkpoint)."""
+        for name in ("_amax", "_pre_quant_scale"):
+            key = prefix + name
+            if key in state_dict and name not in self._buffers:
+                self.register_buffer(name, state_dict[key].detach().clone())
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
