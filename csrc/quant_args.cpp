@@ -2,6 +2,7 @@
 
 #include <c10/util/Exception.h>
 
+#include <algorithm>
 #include <cmath>
 
 namespace pytorch_quantization {
@@ -27,6 +28,7 @@ ChannelLayout check_fake_quant_args(const at::Tensor& x, const at::Tensor& amax,
     TORCH_CHECK(amax.numel() == 1, "pytorch_quantization::", op_name,
                 ": per-tensor quantization (axis=None) needs a one-element amax, got ", amax.numel(),
                 " elements; pass the axis amax varies along");
+    layout.inner = std::max<int64_t>(x.numel(), 1);  // one channel spanning the whole tensor
     return layout;
   }
   const int64_t dim = x.dim();

@@ -9,6 +9,7 @@
 namespace pytorch_quantization {
 
 // x viewed as [outer, channels, inner] (contiguous): element i uses amax[(i / inner) % channels].
+// Per tensor: channels = 1 and inner = numel.
 struct ChannelLayout {
   int64_t channels = 1;
   int64_t inner = 1;
@@ -21,7 +22,7 @@ struct IntegerRange {
 };
 
 // Checks x (floating), amax (floating, on x's device, one element per channel) and num_bits (1..16);
-// returns the layout of the quantization axis (channels = 1 for axis = None).
+// returns the layout of the quantization axis (channels = 1, inner = numel for axis = None).
 ChannelLayout check_fake_quant_args(const at::Tensor& x, const at::Tensor& amax, std::optional<int64_t> axis,
                                     int64_t num_bits, const char* op_name);
 

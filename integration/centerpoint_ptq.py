@@ -64,25 +64,57 @@ def plan_calibration(args, cfg, backend):
     return calib_files, frames
 
 
-def quantize_and_calibrate(float_model, mode, args, calib_file, loader, backend):
-    """A quantized copy of ``float_model`` and the seconds its calibration took."""
+def check_calibration_files(float_model, calib_files, args, example, backend):
+    """Apply every reused calibration file to a throw-away quantized copy now, so a file that does
+    not fit stops the run before anything is written."""
+    for mode, path in calib_files.items():
+        if path is not None:
+            quantize_and_calibrate(float_model, mode, args, path, None, example, backend)
+
+
+def calibration_metadata(mode, args):
+    """What a calibration file depends on besides the model: checked again when it is reused."""
+    return {"mode": mode, "calib_method": args.calib_method, "percentile": args.percentile,
+            "skip_zeros": args.skip_zeros, "fold_bn": args.fold_bn, "skip_layers": list(args.skip_layers),
+            "seed": args.seed, "config": os.path.abspath(args.config)}
+
+
+def _load_calibration(model, mode, path, args):
+    from pytorch_quantization import ptq
+    try:
+        saved = ptq.load_calibration(model, path)
+    except ValueError as err:
+        raise DriverError(f"--calib-file: {err}".splitlines()[0]) from None
+    if saved.get("fold_bn", args.fold_bn) != args.fold_bn:
+        raise DriverError(f"--calib-file: {path} was calibrated with fold_bn={saved['fold_bn']}; "
+                          f"rerun with{'' if saved['fold_bn'] else 'out'} --fold-bn")
+
+
+def has_activation_quantizers(model):
+    from pytorch_quantization import ptq
+    return any(ref.role == "input" and ref.active for ref in ptq.find_quantizers(model))
+
+
+def quantize_and_calibrate(float_model, mode, args, calib_file, loader, example, backend):
+    """A quantized copy of ``float_model`` and the seconds its calibration took.
+
+    Weight-only modes need no data (weight amax comes from the tensors): one batch is passed only
+    because ``calibrate`` requires one.
+    """
     from pytorch_quantization import ptq
     model = copy.deepcopy(float_model)
     if args.fold_bn:
-        ptq.fold_batchnorm(model)
+        ptq.fold_batchnorm(model, example, forward_fn=backend.calibration_forward)
     if mode == "fp32":
         return model, None
     ptq.quantize_model(model, mode, skip=args.skip_layers or None)
     start = time.perf_counter()
     if calib_file is not None:
-        try:
-            ptq.load_calibration(model, calib_file)
-        except (ValueError, KeyError) as err:
-            raise DriverError(f"--calib-file: {calib_file} does not fit mode {mode}: {err}".splitlines()[0]) \
-                from None
+        _load_calibration(model, mode, calib_file, args)
     else:
         ptq.calibrate(model, loader, forward_fn=backend.calibration_forward, method=args.calib_method,
-                      percentile=args.percentile, skip_zeros=args.skip_zeros)
+                      percentile=args.percentile, skip_zeros=args.skip_zeros,
+                      num_batches=None if has_activation_quantizers(model) else 1)
     return model, time.perf_counter() - start
 
 
@@ -109,20 +141,24 @@ def run(args):
     print(f"loaded {loaded} tensors from {args.checkpoint} (no missing or unexpected keys)")
     calib_files, calib_frames = plan_calibration(args, cfg, backend)
     init_distributed(args.launcher, args.device)
-    loader = backend.calibration_loader(cfg, calib_frames, args.seed) if calib_frames else None
+    loader = backend.calibration_loader(cfg, calib_frames or 1, args.seed)
+    example = next(iter(loader))  # for BN-folding traces and sensitivity's output SQNR
+    check_calibration_files(float_model, calib_files, args, example, backend)
 
     os.makedirs(args.work_dir, exist_ok=True)
     classes = list(cfg.get("class_names") or evaluator_cfg(cfg).get("classes") or [])
     rows, sensitivities = [], {}
     for mode in args.modes:
         print(f"== {mode} ==")
-        model, calib_s = quantize_and_calibrate(float_model, mode, args, calib_files.get(mode), loader, backend)
+        model, calib_s = quantize_and_calibrate(float_model, mode, args, calib_files.get(mode), loader, example,
+                                                backend)
         if mode != "fp32" and is_main_process():
-            ptq.save_calibration(model, os.path.join(args.work_dir, options.calib_file_name(mode)))
+            ptq.save_calibration(model, os.path.join(args.work_dir, options.calib_file_name(mode)),
+                                 metadata=calibration_metadata(mode, args))
         metrics, ms = backend.evaluate(model, cfg, args.work_dir, mode, args.launcher, args.max_eval_frames)
         rows.append(dict(mode=mode, **summarize_nuscenes(metrics, classes), ms_per_frame=ms, calib_s=calib_s))
         if args.sensitivity and mode != "fp32":
-            sensitivities[mode] = layer_sensitivity(model, cfg, args, backend, classes)
+            sensitivities[mode] = layer_sensitivity(model, cfg, args, backend, classes, example)
 
     if is_main_process():
         table = build_table(rows, classes)
@@ -135,7 +171,7 @@ def run(args):
         print(f"wrote {os.path.join(args.work_dir, 'results.md')} and results.json")
 
 
-def layer_sensitivity(model, cfg, args, backend, classes):
+def layer_sensitivity(model, cfg, args, backend, classes, example):
     """Per-layer sensitivity of ``model`` ranked by the val mAP (one evaluation per layer)."""
     from pytorch_quantization import ptq
 
@@ -143,7 +179,7 @@ def layer_sensitivity(model, cfg, args, backend, classes):
         metrics, _ = backend.evaluate(m, cfg, args.work_dir, "sensitivity", args.launcher, args.max_eval_frames)
         return summarize_nuscenes(metrics, classes)["mAP"]
 
-    return ptq.sensitivity(model, val_map)
+    return ptq.sensitivity(model, val_map, sample=example, forward_fn=backend.calibration_forward)
 
 
 def main(argv=None):

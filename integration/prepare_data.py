@@ -141,6 +141,8 @@ def prepare_nuscenes_mmdet3d(root, version=None, out_dir=None, max_sweeps=10, gt
             for name in outputs:
                 updater.update_pkl_infos('nuscenes', out_dir=data_root, pkl_path=os.path.join(data_root, name))
             if gt_database and version != 'v1.0-test':
+                from mmdet3d.utils import register_all_modules
+                register_all_modules()  # the database builder instantiates NuScenesDataset + transforms
                 load_converter('create_gt_database').create_groundtruth_database(
                     'NuScenesDataset', data_root, info_prefix, f'{info_prefix}_infos_train.pkl')
                 outputs = [f'{info_prefix}_gt_database', f'{info_prefix}_dbinfos_train.pkl'] + outputs
@@ -219,7 +221,8 @@ def main(argv=None):
     parser.add_argument('--out', default=None, help='where the info files go (default: --root)')
     parser.add_argument('--max-sweeps', type=int, default=10, help='LiDAR sweeps recorded per key frame')
     parser.add_argument('--gt-database', action='store_true',
-                        help='also build the ObjectSample ground-truth database (mmdet3d, nuScenes)')
+                        help='also build the ObjectSample ground-truth database (mmdet3d, nuScenes; its '
+                             'file paths are relative to --root, so leave --out at its default)')
     parser.add_argument('--pcdet-root', default=None, help='OpenPCDet source tree (openpcdet framework)')
     args = parser.parse_args(argv)
     start = time.perf_counter()

@@ -24,7 +24,7 @@ import numpy as np
 if __package__ in (None, ''):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from integration.synthetic.geometry import points_in_boxes  # noqa: E402
+from integration.synthetic.geometry import points_in_boxes, yaw_quaternion  # noqa: E402
 from integration.synthetic.lidar_model import LidarSpec, scan  # noqa: E402
 from integration.synthetic.scene_model import build_scene  # noqa: E402
 from integration.synthetic.tables import (CAMERAS, IMAGE_WH, LIDAR, LIDAR_TRANSLATION,  # noqa: E402
@@ -144,7 +144,7 @@ def _annotate(tables, model, t, k, sample_token, lidar_to_global, boxes, result,
             'visibility_token': visibility_token(result.box_returns[i] / rays if rays else 0.0),
             'attribute_tokens': [tables.attribute_token(attribute)] if attribute else [],
             'translation': [float(v) for v in centers[i]], 'size': [float(v) for v in sizes[i]],
-            'rotation': [float(np.cos(yaws[i] / 2)), 0.0, 0.0, float(np.sin(yaws[i] / 2))],
+            'rotation': yaw_quaternion(yaws[i]),
             'num_lidar_pts': int(n_points), 'num_radar_pts': 0})
 
 

@@ -39,13 +39,14 @@ def set_max_iters(cfg, max_iters):
     cfg.train_cfg.max_iters = max_iters
     cfg.train_cfg.val_interval = max_iters + 1
     schedulers = cfg.param_scheduler
-    warmup_end = schedulers[0]["end"] if len(schedulers) > 1 else 0
-    if max_iters <= warmup_end:
-        raise DriverError(f"--max-iters {max_iters} must exceed the warm-up ({warmup_end} iterations)")
+    if len(schedulers) > 1:  # warm-up then decay: keep the warm-up within the first tenth of short runs
+        warmup_end = min(schedulers[0]["end"], max(1, max_iters // 10))
+        schedulers[0]["end"] = warmup_end
+        schedulers[-1]["begin"] = warmup_end
     last = schedulers[-1]
     last["end"] = max_iters
     if "T_max" in last:
-        last["T_max"] = max_iters - last.get("begin", 0)
+        last["T_max"] = max(1, max_iters - last.get("begin", 0))
 
 
 def save_weights(model, path):

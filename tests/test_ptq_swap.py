@@ -120,6 +120,17 @@ def test_swap_keeps_parameters_hooks_mode_dtype_and_numpy_ints():
     assert calls == ["QuantConv2d"]
 
 
+def test_state_dict_hooks_follow_the_new_module():
+    """A load_state_dict pre-hook registered with_module=True must not point at the dead float module."""
+    model = nn.Sequential(nn.Linear(3, 3))
+    seen = []
+    model[0]._register_load_state_dict_pre_hook(lambda module, *args: seen.append(type(module).__name__),
+                                                with_module=True)
+    quantize_model(model, "w8")
+    model.load_state_dict(model.state_dict())
+    assert seen == ["QuantLinear"]
+
+
 def test_subclass_is_swapped_and_noted():
     class FrameworkConvTranspose2d(nn.ConvTranspose2d):  # like mmcv's, bound before any patching
         def forward(self, x):  # pylint: disable=arguments-differ

@@ -5,11 +5,24 @@
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
 
+#include <algorithm>
+#include <type_traits>
+
 #include "../e4m3.h"
 #include "../quant_args.h"
+#include "half_convert.h"
 
 namespace pytorch_quantization {
 namespace {
+
+constexpr int64_t kHalfBlock = 1024;
+
+template <typename scalar_t>
+void round_block(const scalar_t* in, scalar_t* out, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    out[i] = static_cast<scalar_t>(round_to_e4m3(static_cast<float>(in[i])));
+  }
+}
 
 at::Tensor fake_e4m3_cpu(const at::Tensor& x) {
   check_floating_input(x, "fake_e4m3");
@@ -19,8 +32,16 @@ at::Tensor fake_e4m3_cpu(const at::Tensor& x) {
     const scalar_t* in = src.const_data_ptr<scalar_t>();
     scalar_t* dst = out.mutable_data_ptr<scalar_t>();
     at::parallel_for(0, src.numel(), 32768, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) {
-        dst[i] = static_cast<scalar_t>(round_to_e4m3(static_cast<float>(in[i])));
+      if constexpr (std::is_same_v<scalar_t, c10::Half>) {
+        float block[kHalfBlock];
+        for (int64_t b = begin; b < end; b += kHalfBlock) {
+          const int64_t m = std::min(kHalfBlock, end - b);
+          half_to_float(in + b, block, m);
+          round_block(block, block, m);
+          float_to_half(block, dst + b, m);
+        }
+      } else {
+        round_block(in + begin, dst + begin, end - begin);
       }
     });
   });

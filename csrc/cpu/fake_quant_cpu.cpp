@@ -13,10 +13,13 @@
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <cmath>
+#include <type_traits>
 #include <vector>
 
 #include "../quant_args.h"
+#include "half_convert.h"
 
 namespace pytorch_quantization {
 namespace {
@@ -102,6 +105,37 @@ void quantize_run_inplace(scalar_t* data, int64_t n, const RunConstants<acc_t>& 
   }
 }
 
+template <typename acc_t>
+RunConstants<acc_t> offset_constants(const RunConstants<acc_t>& k, int64_t offset) {
+  return {k.scale + offset, k.divisor + offset, k.amax + offset, k.lo, k.hi};
+}
+
+constexpr int64_t kHalfBlock = 1024;
+
+// One run of elements, in place when x == out. float16 goes through float32 blocks so that its
+// conversions are vectorized (half_convert.h); the other dtypes convert inside quantize_run.
+template <bool kPerElement, bool kMask, typename scalar_t, typename acc_t>
+void quantize_any(const scalar_t* x, scalar_t* out, bool* mask, int64_t n, const RunConstants<acc_t>& k) {
+  if constexpr (std::is_same_v<scalar_t, c10::Half>) {
+    float in[kHalfBlock], result[kHalfBlock];
+    for (int64_t offset = 0; offset < n; offset += kHalfBlock) {
+      const int64_t m = std::min(kHalfBlock, n - offset);
+      half_to_float(x + offset, in, m);
+      quantize_run<float, float, kPerElement, kMask>(in, result, kMask ? mask + offset : nullptr, m,
+                                                     kPerElement ? offset_constants(k, offset) : k);
+      float_to_half(result, out + offset, m);
+    }
+  } else {
+    if constexpr (!kMask) {
+      if (x == out) {
+        quantize_run_inplace<scalar_t, acc_t, kPerElement>(out, n, k);
+        return;
+      }
+    }
+    quantize_run<scalar_t, acc_t, kPerElement, kMask>(x, out, mask, n, k);
+  }
+}
+
 // How the flat index range splits into runs that share constants. With long channels a run is
 // (part of) one channel's contiguous block and uses that channel's constants; with short ones
 // (e.g. per-channel along the last axis) the constants are tiled over one period of
@@ -157,33 +191,22 @@ struct QuantPlan {
   }
 };
 
-// Out-of-place fake quant of contiguous x into contiguous out (and mask when given).
+// Fake quant of contiguous src into contiguous dst (dst may be src), and mask when given.
 template <typename scalar_t>
-void fake_quant_contiguous(const at::Tensor& x, at::Tensor& out, bool* mask, const QuantPlan<at::opmath_type<scalar_t>>& plan) {
+void fake_quant_contiguous(const at::Tensor& src, at::Tensor& dst, bool* mask,
+                           const QuantPlan<at::opmath_type<scalar_t>>& plan) {
   using acc_t = at::opmath_type<scalar_t>;
-  const scalar_t* src = x.const_data_ptr<scalar_t>();
-  scalar_t* dst = out.mutable_data_ptr<scalar_t>();
-  at::parallel_for(0, x.numel(), kGrainSize, [&](int64_t begin, int64_t end) {
+  const scalar_t* in = src.const_data_ptr<scalar_t>();
+  scalar_t* out = dst.mutable_data_ptr<scalar_t>();
+  at::parallel_for(0, src.numel(), kGrainSize, [&](int64_t begin, int64_t end) {
     plan.for_each_run(begin, end, [&](int64_t b, int64_t e, const RunConstants<acc_t>& k) {
       if (plan.per_element) {
-        mask ? quantize_run<scalar_t, acc_t, true, true>(src + b, dst + b, mask + b, e - b, k)
-             : quantize_run<scalar_t, acc_t, true, false>(src + b, dst + b, nullptr, e - b, k);
+        mask ? quantize_any<true, true>(in + b, out + b, mask + b, e - b, k)
+             : quantize_any<true, false>(in + b, out + b, nullptr, e - b, k);
       } else {
-        mask ? quantize_run<scalar_t, acc_t, false, true>(src + b, dst + b, mask + b, e - b, k)
-             : quantize_run<scalar_t, acc_t, false, false>(src + b, dst + b, nullptr, e - b, k);
+        mask ? quantize_any<false, true>(in + b, out + b, mask + b, e - b, k)
+             : quantize_any<false, false>(in + b, out + b, nullptr, e - b, k);
       }
-    });
-  });
-}
-
-template <typename scalar_t>
-void fake_quant_contiguous_inplace(at::Tensor& x, const QuantPlan<at::opmath_type<scalar_t>>& plan) {
-  using acc_t = at::opmath_type<scalar_t>;
-  scalar_t* data = x.mutable_data_ptr<scalar_t>();
-  at::parallel_for(0, x.numel(), kGrainSize, [&](int64_t begin, int64_t end) {
-    plan.for_each_run(begin, end, [&](int64_t b, int64_t e, const RunConstants<acc_t>& k) {
-      plan.per_element ? quantize_run_inplace<scalar_t, acc_t, true>(data + b, e - b, k)
-                       : quantize_run_inplace<scalar_t, acc_t, false>(data + b, e - b, k);
     });
   });
 }
@@ -225,7 +248,7 @@ void fake_quant_inplace_cpu(at::Tensor& x, const at::Tensor& amax, std::optional
   at::Tensor work = x.is_contiguous() ? x : x.contiguous();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "fake_quant_", [&] {
     const QuantPlan<at::opmath_type<scalar_t>> plan(amax, layout, range);
-    fake_quant_contiguous_inplace<scalar_t>(work, plan);
+    fake_quant_contiguous<scalar_t>(work, work, nullptr, plan);
   });
   if (!work.is_same(x)) {
     x.copy_(work);

@@ -7,32 +7,57 @@
 
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 #include <vector>
 
 #include "../quant_args.h"
+#include "half_convert.h"
 
 namespace pytorch_quantization {
 namespace {
+
+constexpr int64_t kHalfBlock = 1024;
+
+struct Bins {
+  int64_t num_bins;
+  float range, bins_per_unit;
+  bool skip_zeros;
+};
+
+template <typename scalar_t>
+void count_block(const scalar_t* in, int64_t n, int64_t* counts, const Bins& bins) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float v = std::abs(static_cast<float>(in[i]));
+    if (!(v <= bins.range) || (bins.skip_zeros && v == 0.0f)) {
+      continue;  // above the range, NaN, or a skipped zero
+    }
+    // v * bins_per_unit is finite and >= 0 here, so truncation is floor (and needs no libm call)
+    const int64_t bin = static_cast<int64_t>(v * bins.bins_per_unit);
+    ++counts[std::min(bin, bins.num_bins - 1)];
+  }
+}
 
 at::Tensor abs_histogram_cpu(const at::Tensor& x, int64_t num_bins, double range_max, bool skip_zeros) {
   check_floating_input(x, "abs_histogram");
   check_histogram_args(num_bins, range_max);
   const at::Tensor src = x.contiguous();
   const float range = static_cast<float>(range_max);
-  const float bins_per_unit = static_cast<float>(num_bins) / range;
+  const Bins bins{num_bins, range, static_cast<float>(num_bins) / range, skip_zeros};
   const int64_t num_threads = at::get_num_threads();
   std::vector<int64_t> partial(static_cast<size_t>(num_threads * num_bins), 0);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "abs_histogram", [&] {
     const scalar_t* in = src.const_data_ptr<scalar_t>();
     at::parallel_for(0, src.numel(), 65536, [&](int64_t begin, int64_t end) {
       int64_t* counts = partial.data() + at::get_thread_num() * num_bins;
-      for (int64_t i = begin; i < end; ++i) {
-        const float v = std::abs(static_cast<float>(in[i]));
-        if (!(v <= range) || (skip_zeros && v == 0.0f)) {
-          continue;  // above the range, NaN, or a skipped zero
+      if constexpr (std::is_same_v<scalar_t, c10::Half>) {
+        float block[kHalfBlock];
+        for (int64_t b = begin; b < end; b += kHalfBlock) {
+          const int64_t m = std::min(kHalfBlock, end - b);
+          half_to_float(in + b, block, m);
+          count_block(block, m, counts, bins);
         }
-        const int64_t bin = static_cast<int64_t>(std::floor(v * bins_per_unit));
-        ++counts[std::min(bin, num_bins - 1)];
+      } else {
+        count_block(in + begin, end - begin, counts, bins);
       }
     });
   });

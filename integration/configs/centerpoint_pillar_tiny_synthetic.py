@@ -140,13 +140,13 @@ test_evaluator = val_evaluator
 
 # Iteration-based schedule (train_synthetic.py --max-iters overrides).
 lr = 2e-3
-max_iters = 3000
+max_iters = 600
 optim_wrapper = dict(optimizer=dict(lr=lr))
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0,
-         end=100),
-    dict(type='CosineAnnealingLR', by_epoch=False, begin=100, end=max_iters,
-         T_max=max_iters - 100, eta_min=lr * 1e-2),
+         end=60),
+    dict(type='CosineAnnealingLR', by_epoch=False, begin=60, end=max_iters,
+         T_max=max_iters - 60, eta_min=lr * 1e-2),
 ]
 train_cfg = dict(
     _delete_=True, type='IterBasedTrainLoop', max_iters=max_iters,

@@ -2,7 +2,8 @@
 driving along it at constant speed, and actors of the ten detection classes.
 
 Road frame: ``s`` along the road, ``u`` to its left. Layout across the road (|u| in metres):
-travel lanes at 1.75 / 5.25 (positive u drives against the road direction), bike lane 7.6,
+travel lanes at 1.75 / 5.25 (positive u drives against the road direction; a construction zone may
+closes an outer lane), bike lane 7.6,
 parking strip 9.6, sidewalk 11.5-14.5, buildings (unannotated clutter) from 17 outwards.
 Every actor moves along its own heading at constant speed, so positions at any time are
 closed-form and the velocities nuScenes derives from consecutive annotations are exact.
@@ -163,6 +164,8 @@ class _SceneBuilder:
         self.count = 0
         t = model.duration
         self.window = (-VIEW_MARGIN_S, model.ego_speed * t + VIEW_MARGIN_S)
+        self.path_mid = model.ego_speed * t / 2.0  # s of the ego half-way through the scene
+        self.blocked = {EGO_LANE_U: [EGO_CLEAR_S]}  # line u -> s-intervals kept free at time 0
 
     def add(self, name, size, s, u, yaw_rel, speed, parked):
         xy = self.m.road_to_global(s, u)
@@ -181,18 +184,19 @@ class _SceneBuilder:
         size = _size(self.rng, name)
         return name, size, size[1]
 
-    def lanes(self):
+    def lanes(self, closed_u=None):
         rng = self.rng
         for u, direction in LANES:
+            if u == closed_u:
+                continue
             if u == EGO_LANE_U:
                 speed = self.m.ego_speed
             else:
                 speed = 0.0 if rng.random() < 0.2 else float(rng.uniform(4.0, 14.0))
             lo, hi = self.span(direction * speed)
-            blocked = [EGO_CLEAR_S] if u == EGO_LANE_U else []
-            gap = lambda: 3.0 + float(rng.exponential(22.0 if speed > 0 else 6.0))  # noqa: E731
+            gap = lambda: 3.0 + float(rng.exponential(30.0 if speed > 0 else 8.0))  # noqa: E731
             for s, name, size in _fill_line(rng, lo, hi, lambda: self.vehicle(self.VEHICLE_MIX),
-                                            gap, blocked):
+                                            gap, self.blocked.get(u, [])):
                 self.add(name, size, s, u, 0.0 if direction > 0 else np.pi, speed, parked=False)
 
     def bike_lanes(self):
@@ -208,53 +212,77 @@ class _SceneBuilder:
                          speed, parked=False)
 
     def construction_zone(self, side):
+        """Close the outer lane on ``side``: cones on its inner edge, barriers on its outer edge and
+        a construction vehicle inside (``lanes`` leaves that lane without traffic)."""
         rng = self.rng
-        start = float(rng.uniform(self.window[0] + 20.0, self.window[1] - 60.0))
-        end = start + float(rng.uniform(20.0, 40.0))
+        lane_u = side * LANES[-1][0]
+        start = self.path_mid - float(rng.uniform(5.0, 35.0))
+        end = start + float(rng.uniform(25.0, 45.0))
         s = start
         while s < end:
-            self.add('traffic_cone', _size(rng, 'traffic_cone'), s, side * (PARKING_U - 1.3),
+            self.add('traffic_cone', _size(rng, 'traffic_cone'), s, lane_u - side * 1.6,
                      float(rng.uniform(-np.pi, np.pi)), 0.0, parked=True)
             s += float(rng.uniform(2.5, 4.0))
         s = start
         while s < end:
             size = _size(rng, 'barrier')
-            self.add('barrier', size, s + size[0] / 2.0, side * (PARKING_U + 1.0), np.pi / 2, 0.0,
-                     parked=True)
+            self.add('barrier', size, s + size[0] / 2.0, lane_u + side * 1.65, np.pi / 2, 0.0, parked=True)
             s += size[0] + 0.1
         size = _size(rng, 'construction_vehicle')
-        self.add('construction_vehicle', size, (start + end) / 2.0, side * PARKING_U,
+        self.add('construction_vehicle', size, (start + end) / 2.0, lane_u,
                  float(rng.choice([0.0, np.pi])) + 0.05 * float(rng.standard_normal()), 0.0, True)
-        return start, end
 
     def roadside(self):
         rng = self.rng
-        zone_side = int(rng.choice([-1, 1])) if rng.random() < 0.5 else 0
         for side in (-1, 1):
-            blocked = [self.construction_zone(side)] if side == zone_side else []
             gap = lambda: (float(rng.uniform(1.0, 4.0)) if rng.random() < 0.4  # noqa: E731
                            else float(rng.uniform(10.0, 40.0)))
-            for s, name, size in _fill_line(rng, *self.window, lambda: self.vehicle(self.PARKED_MIX),
-                                            gap, blocked):
+            for s, name, size in _fill_line(rng, *self.window, lambda: self.vehicle(self.PARKED_MIX), gap,
+                                            self.blocked.get(side * PARKING_U, [])):
                 self.add(name, size, s, side * PARKING_U,
                          float(rng.choice([0.0, np.pi])) + 0.04 * float(rng.standard_normal()),
                          0.0, parked=True)
             self.curb_cycles(side)
             self.pedestrians(side)
 
-    def curb_cycles(self, side):
+    def showcase(self):
+        """Guarantee every class close to the ego's path, so each scene (and split) has them all:
+        a motorcycle ahead of and a bus behind the ego in its lane (keeping its pace), a parked
+        truck and trailer, and a crossing with parked cycles and waiting pedestrians beside its
+        path. The construction zone adds cones, barriers and a construction vehicle."""
         rng = self.rng
-        for _ in range(int(rng.integers(0, 3))):
-            s = float(rng.uniform(*self.window))
-            for k in range(int(rng.integers(1, 5))):
+        for name, s in (('motorcycle', float(rng.uniform(10.0, 16.0))), ('bus', -float(rng.uniform(16.0, 24.0)))):
+            size = _size(rng, name)
+            self.add(name, size, s, EGO_LANE_U, 0.0, self.m.ego_speed, parked=False)
+            self.blocked[EGO_LANE_U].append((s - size[1] / 2.0 - 3.0, s + size[1] / 2.0 + 3.0))
+        side = int(rng.choice([-1, 1]))
+        for name, s in (('truck', self.path_mid - float(rng.uniform(5.0, 15.0))),
+                        ('trailer', self.path_mid + float(rng.uniform(5.0, 15.0)))):
+            size = _size(rng, name)
+            self.add(name, size, s, side * PARKING_U, float(rng.choice([0.0, np.pi])), 0.0, parked=True)
+            self.blocked.setdefault(side * PARKING_U, []).append((s - size[1] / 2.0 - 1.0, s + size[1] / 2.0 + 1.0))
+        crossing = self.path_mid + float(rng.uniform(-10.0, 10.0))
+        self.blocked.setdefault(-side * PARKING_U, []).append((crossing - 8.0, crossing + 12.0))
+        self.curb_cycles(-side, near=crossing)
+        for k in range(int(rng.integers(2, 4))):  # pedestrians waiting at the crossing, facing the road
+            self.add('pedestrian', _size(rng, 'pedestrian'), crossing - 3.0 - 1.0 * k,
+                     -side * (SIDEWALK_U[0] + 0.6), side * np.pi / 2, 0.0, parked=False)
+
+    def curb_cycles(self, side, near=None):
+        """Clusters of parked bicycles / motorcycles at the curb (one cluster at ``near`` if given)."""
+        rng = self.rng
+        starts = [near] if near is not None else [float(rng.uniform(*self.window))
+                                                   for _ in range(int(rng.integers(0, 3)))]
+        for s in starts:
+            for k in range(int(rng.integers(2, 5))):
                 name = 'bicycle' if rng.random() < 0.7 else 'motorcycle'
-                self.add(name, _size(rng, name), s + 1.0 * k, side * (SIDEWALK_U[0] + 0.2),
+                self.add(name, _size(rng, name), s + 1.2 * k, side * (SIDEWALK_U[0] + 0.2),
                          np.pi / 2 + 0.1 * float(rng.standard_normal()), 0.0, parked=True)
 
     def pedestrians(self, side):
         rng = self.rng
         length = self.window[1] - self.window[0]
-        lanes_u = (SIDEWALK_U[0] + 1.2, SIDEWALK_U[1] - 0.5)
+        lanes_u = (SIDEWALK_U[0] + 1.7, SIDEWALK_U[1] - 0.5)  # clear of the curb cycles
         for lane_u in lanes_u:  # each walking line shares one speed and direction: no collisions
             direction = int(rng.choice([-1, 1]))
             speed = float(rng.uniform(0.9, 1.7)) if rng.random() < 0.7 else 0.0
@@ -303,7 +331,10 @@ def build_scene(name, index, duration, rng):
                        origin=rng.uniform(300.0, 1800.0, size=2), road_yaw=float(rng.uniform(-np.pi, np.pi)),
                        ego_speed=ego_speed, duration=duration, relief=relief)
     builder = _SceneBuilder(model, rng)
-    builder.lanes()
+    zone_side = int(rng.choice([-1, 1]))
+    builder.showcase()
+    builder.lanes(closed_u=zone_side * LANES[-1][0])
+    builder.construction_zone(zone_side)
     builder.bike_lanes()
     builder.roadside()
     builder.median_barriers()

@@ -11,6 +11,7 @@
 * Afterwards calibration is off and quantization on for every quantizer that was not disabled; the model's
   train/eval mode is restored (the pass itself runs in eval mode under ``torch.no_grad``).
 """
+import itertools
 import math
 import warnings
 
@@ -58,19 +59,13 @@ def _make_calibrator(quantizer, method, skip_zeros):
     args = (quantizer.num_bits, quantizer.axis, quantizer.unsigned)
     if method == "max":
         return MaxCalibrator(*args)
+    if method == "entropy" and isinstance(quantizer.num_bits, tuple):
+        raise ValueError("method='entropy' needs integer activation quantizers; use 'percentile' or 'mse' for E4M3 "
+                         "(fp8) activations")
     if quantizer.axis is not None:
         raise ValueError(f"method={method!r} needs a per-tensor activation quantizer, but one has axis="
                          f"{quantizer.axis}; use method='max' or per-tensor input descriptors")
     return HistogramCalibrator(*args, skip_zeros=skip_zeros)
-
-
-def _batches(data, num_batches):
-    count = 0
-    for batch in data:
-        if num_batches is not None and count >= num_batches:
-            return
-        count += 1
-        yield batch
 
 
 def _set_flags(refs, flags):
@@ -91,7 +86,7 @@ def _collect(model, refs, acts, data, forward_fn, num_batches):
         total = num_batches if total is None else min(total, num_batches)
     try:
         with torch.no_grad(), eval_mode(model):
-            for batch in _progress(_batches(data, num_batches), total):
+            for batch in _progress(itertools.islice(data, num_batches), total):
                 run_forward(model, batch, forward_fn)
                 seen += 1
         finished = True

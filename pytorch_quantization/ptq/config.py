@@ -97,7 +97,8 @@ class PTQConfig:
             raise TypeError(f"skip must be a list of glob patterns (strings), got {self.skip!r}")
         self.skip = list(self.skip)
         if not isinstance(self.overrides, dict):
-            raise TypeError(f"overrides must be a dict of name pattern -> settings, got {type(self.overrides).__name__}")
+            raise TypeError("overrides must be a dict of name pattern -> settings, got "
+                            f"{type(self.overrides).__name__}")
         self.overrides = {pattern: self._check_override(pattern, value) for pattern, value in self.overrides.items()}
         if not isinstance(self.calibration, dict):
             raise TypeError(f"calibration must be a dict, got {type(self.calibration).__name__}")
@@ -117,16 +118,18 @@ class PTQConfig:
                             f"got {type(value).__name__}")
         unknown = sorted(set(value) - set(_OVERRIDE_KEYS))
         if unknown:
-            raise ValueError(f"overrides[{pattern!r}] has unknown keys {unknown}; valid keys are {list(_OVERRIDE_KEYS)}")
+            raise ValueError(f"overrides[{pattern!r}] has unknown keys {unknown}; "
+                             f"valid keys are {list(_OVERRIDE_KEYS)}")
         # partial settings are merged over the base ones, so validate only that they are a dict here
         for key, settings in value.items():
             if settings is not None and not isinstance(settings, dict):
-                raise TypeError(f"overrides[{pattern!r}][{key!r}] must be a dict or None, got {type(settings).__name__}")
+                raise TypeError(f"overrides[{pattern!r}][{key!r}] must be a dict or None, "
+                                f"got {type(settings).__name__}")
         return {k: None if v is None else dict(v) for k, v in value.items()}
 
     @classmethod
     def preset(cls, name, **changes):
-        """The config of a named preset (``fp32``, ``w8``, ``w8a8``, ``w4``, ``fp8``), optionally with fields changed."""
+        """The config of a named preset (``fp32``, ``w8``, ``w8a8``, ``w4``, ``fp8``), with ``changes`` applied."""
         if name not in PRESETS:
             raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)} or pass a PTQConfig")
         return cls(**copy.deepcopy(PRESETS[name]), **changes)

@@ -51,11 +51,9 @@ def _layers(model, layers):
 
 
 def _evaluate(model, eval_fn, sample, forward_fn):
-    metric = math.nan if eval_fn is None else float(eval_fn(model))
-    if sample is None:
-        return metric, None
     with torch.no_grad():
-        return metric, run_forward(model, sample, forward_fn)
+        metric = math.nan if eval_fn is None else float(eval_fn(model))
+        return metric, None if sample is None else run_forward(model, sample, forward_fn)
 
 
 def sensitivity(model, eval_fn=None, *, mode="one_quantized", layers=None, sample=None, forward_fn=None,

@@ -9,6 +9,10 @@ applied after the convolution rather than inside spconv's kernel, because spconv
 bias / activation in eval mode; the result is the same.
 
 Only defined when spconv imports (``layer_types.HAS_SPCONV``).
+
+Reproducibility: spconv 2.3.8's CPU kernels can return slightly different features from run to run when torch
+uses several intra-op threads (spconv issue #679); use ``torch.set_num_threads(1)`` when comparing sparse PTQ
+settings on CPU bit for bit.
 """
 import spconv.pytorch as spconv
 from spconv.pytorch.conv import _apply_act

@@ -12,6 +12,7 @@ import types
 
 import numpy as np
 import torch
+from torch.nn.modules.module import _WrappedHook
 
 from pytorch_quantization import nn as quant_nn
 from pytorch_quantization.nn.modules.tensor_quantizer import TensorQuantizer
@@ -76,8 +77,22 @@ def _quant_class(module):
     return None, None
 
 
+def _rebind(hook, new, old):
+    """``hook`` re-targeted from ``old`` to ``new`` when it is a bound method of ``old`` or a torch ``_WrappedHook``
+    holding one or a (weak) reference to ``old``; otherwise ``hook`` itself."""
+    if isinstance(hook, types.MethodType) and hook.__self__ is old:
+        return types.MethodType(hook.__func__, new)
+    if isinstance(hook, _WrappedHook):
+        inner = _rebind(hook.hook, new, old)
+        holds_old = hook.with_module and hook.module() is old
+        if inner is not hook.hook or holds_old:
+            owner = (new if holds_old else hook.module()) if hook.with_module else None
+            return _WrappedHook(inner, owner)
+    return hook
+
+
 def _rebind_hooks(new, old):
-    """Copy hook dicts; hooks that are bound methods of the old module are re-bound to the new one."""
+    """Copy the hook dicts; hooks tied to the old module are re-targeted to the new one."""
     for attr in _HOOK_DICTS:
         hooks = old.__dict__.get(attr)
         if hooks is None:
@@ -85,8 +100,7 @@ def _rebind_hooks(new, old):
         copied = copy.copy(hooks)
         if isinstance(copied, dict):
             for key, hook in copied.items():
-                if isinstance(hook, types.MethodType) and hook.__self__ is old:
-                    copied[key] = types.MethodType(hook.__func__, new)
+                copied[key] = _rebind(hook, new, old)
         new.__dict__[attr] = copied
 
 
@@ -99,7 +113,8 @@ def _convert(module, quant_cls, desc_weight, desc_input):
     for attr in _INT_ATTRS:
         if attr in new.__dict__:
             new.__dict__[attr] = _python_ints(new.__dict__[attr])
-    new.init_quantizer(desc_input or QuantDescriptor(), desc_weight or QuantDescriptor(), quant_act=desc_input is not None)
+    new.init_quantizer(desc_input or QuantDescriptor(), desc_weight or QuantDescriptor(),
+                       quant_act=desc_input is not None)
     if desc_weight is None:
         new._weight_quantizer.disable()  # pylint: disable=protected-access
     ref = next(iter(module.parameters(recurse=False)), None)

@@ -1,0 +1,241 @@
+"""Benchmark of the fake-quant kernels: our compiled ops against torch's built-ins, our pure-PyTorch
+reference and ``x.clone()`` (the memory-bandwidth ceiling), all measured in one run.
+
+Examples::
+
+    PYTHONPATH=. python benchmarks/bench_kernels.py                     # quick, CI-scale
+    PYTHONPATH=. python benchmarks/bench_kernels.py --full --json out.json
+    PYTHONPATH=. python benchmarks/bench_kernels.py --ops per_tensor --dtypes float32 --sizes 16M --threads 2
+
+Effective GB/s counts the bytes a perfect kernel moves (forward: read x, write y; forward+backward:
+also read the incoming gradient and write the input gradient; histogram: read x), the same for every
+implementation, so the GB/s column ranks them. ``x clone`` is that GB/s over clone's GB/s on the same
+tensor; ``vs torch`` is torch's built-in time over ours. Times are medians of ``--reps`` runs, the
+implementations interleaved within each repetition so that machine noise hits them alike.
+"""
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+import torch
+
+from pytorch_quantization import _reference, ops, tensor_quant
+
+OPS = ("per_tensor", "per_channel", "e4m3", "histogram")
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
+QUICK_SIZES = ("64K", "1M", "16M")
+FULL_SIZES = ("64K", "1M", "16M", "256M")
+CHANNELS = 64
+HISTOGRAM_BINS = 2048
+
+
+def parse_size(text):
+    """'64K' / '16M' / '1G' / '4096' -> bytes."""
+    units = {"K": 2 ** 10, "M": 2 ** 20, "G": 2 ** 30}
+    text = text.strip().upper().rstrip("IB")
+    try:
+        if text and text[-1] in units:
+            return int(float(text[:-1]) * units[text[-1]])
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size {text!r} is not a byte count such as 64K, 16M or 1G") from None
+
+
+def size_label(nbytes):
+    for unit, factor in (("G", 2 ** 30), ("M", 2 ** 20), ("K", 2 ** 10)):
+        if nbytes >= factor and nbytes % factor == 0:
+            return f"{nbytes // factor}{unit}iB"
+    return f"{nbytes}B"
+
+
+def _sync(device):
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_interleaved(fns, device, reps, warmup):
+    """{name: median seconds}; each repetition runs every function once, in turn."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    _sync(device)
+    samples = {name: [] for name in fns}
+    for _ in range(reps):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            _sync(device)
+            samples[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def _forward_backward(quantize, x, grad):
+    """Closure running ``quantize(x)`` forward and backward with ``grad``."""
+    leaf = x.detach().requires_grad_()
+
+    def run():
+        leaf.grad = None
+        quantize(leaf).backward(grad)
+
+    return run
+
+
+def fake_quant_cases(op, x, device):
+    """{pass: {impl: fn}} for per-tensor / per-channel fake quant of x (amax axis 0 when per-channel)."""
+    per_channel = op == "per_channel"
+    cdt = _reference.compute_dtype(x.dtype)
+    amax_1d = (torch.rand(CHANNELS if per_channel else 1, device=device) + 0.5).to(cdt)
+    axis = 0 if per_channel else None
+    amax = _reference.broadcast_amax(amax_1d, x.dim(), axis)
+    scale = (amax_1d.float() / 127).to(torch.float32)
+    grad = torch.randn_like(x)
+    if per_channel:
+        zero_point = torch.zeros(CHANNELS, dtype=torch.int32, device=device)
+
+        def builtin(t):
+            return torch.fake_quantize_per_channel_affine(t, scale, zero_point, 0, -127, 127)
+    else:
+        scale_value = float(scale)
+
+        def builtin(t):
+            return torch.fake_quantize_per_tensor_affine(t, scale_value, 0, -127, 127)
+
+    forward = {"clone": x.clone, "reference": lambda: _reference.fake_quant(x, amax), "torch": lambda: builtin(x)}
+    backward = {
+        "clone": lambda: (x.clone(), grad.clone()),
+        "reference": _forward_backward(lambda t: tensor_quant.legacy_fake_tensor_quant(t, amax), x, grad),
+        "torch": _forward_backward(builtin, x, grad),
+    }
+    if ops.serves(device):
+        forward["ours"] = lambda: torch.ops.pytorch_quantization.fake_quant(x, amax_1d, axis, 8, False, True)
+        backward["ours"] = _forward_backward(lambda t: tensor_quant.fake_tensor_quant(t, amax), x, grad)
+    return {"fwd": forward, "fwd+bwd": backward}
+
+
+def e4m3_cases(x):
+    forward = {"clone": x.clone, "reference": lambda: _reference.fake_e4m3(x)}
+    if ops.serves(x.device.type):
+        forward["ours"] = lambda: torch.ops.pytorch_quantization.fake_e4m3(x)
+    return {"fwd": forward}
+
+
+def histogram_cases(x):
+    range_max = float(x.abs().max())
+    forward = {
+        "clone": x.clone,
+        "reference": lambda: _reference.abs_histogram(x, HISTOGRAM_BINS, range_max),
+        "torch": lambda: torch.histc(x.abs().float(), HISTOGRAM_BINS, 0, range_max),
+    }
+    if ops.serves(x.device.type):
+        forward["ours"] = lambda: torch.ops.pytorch_quantization.abs_histogram(x, HISTOGRAM_BINS, range_max, False)
+    return {"fwd": forward}
+
+
+def nominal_bytes(op, pass_name, x):
+    """Bytes a perfect kernel moves (see the module docstring)."""
+    nbytes = x.numel() * x.element_size()
+    if op == "histogram":
+        return nbytes
+    return 4 * nbytes if pass_name == "fwd+bwd" else 2 * nbytes
+
+
+def run_case(op, dtype, nbytes, device, reps, warmup):
+    numel = max(CHANNELS, nbytes // torch.tensor([], dtype=dtype).element_size())
+    x = (torch.randn(CHANNELS, numel // CHANNELS, device=device) * 2).to(dtype)
+    if op in ("per_tensor", "per_channel"):
+        cases = fake_quant_cases(op, x, device)
+    elif op == "e4m3":
+        cases = e4m3_cases(x)
+    else:
+        cases = histogram_cases(x)
+    rows = []
+    for pass_name, fns in cases.items():
+        runnable = {}
+        for name, fn in fns.items():
+            try:
+                fn()
+                runnable[name] = fn
+            except (RuntimeError, NotImplementedError) as error:  # e.g. a built-in without this dtype
+                print(f"  {op} {dtype} {name}: not run ({str(error).splitlines()[0][:80]})", file=sys.stderr)
+        times = time_interleaved(runnable, device, reps, warmup)
+        moved = nominal_bytes(op, pass_name, x)
+        for name, seconds in times.items():
+            rows.append({
+                "op": op, "dtype": str(dtype).replace("torch.", ""), "bytes": x.numel() * x.element_size(),
+                "size": size_label(x.numel() * x.element_size()), "pass": pass_name, "impl": name,
+                "ms": seconds * 1e3, "gbps": moved / seconds / 1e9,
+                "vs_clone": times["clone"] / seconds * (moved / nominal_bytes(op, "fwd", x)) if name != "clone" else 1.0,
+                "speedup_vs_torch": times["torch"] / seconds if "torch" in times and name == "ours" else None,
+            })
+    return rows
+
+
+def print_table(rows, file=sys.stdout):
+    header = f"{'op':<12}{'dtype':<10}{'size':>8} {'pass':<8}{'impl':<10}{'ms':>10}{'GB/s':>8}{'x clone':>9}{'vs torch':>9}"
+    print(header, file=file)
+    print("-" * len(header), file=file)
+    for r in rows:
+        speedup = f"{r['speedup_vs_torch']:.2f}x" if r["speedup_vs_torch"] else ""
+        print(f"{r['op']:<12}{r['dtype']:<10}{r['size']:>8} {r['pass']:<8}{r['impl']:<10}{r['ms']:>10.3f}"
+              f"{r['gbps']:>8.2f}{r['vs_clone']:>9.2f}{speedup:>9}", file=file)
+
+
+def write_json(path, payload):
+    """Write ``payload`` as JSON to ``path`` through a temporary file and a rename."""
+    directory = os.path.dirname(os.path.abspath(path))
+    with tempfile.NamedTemporaryFile("w", dir=directory, suffix=".tmp", delete=False) as handle:
+        json.dump(payload, handle, indent=1)
+    os.replace(handle.name, path)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ops", nargs="+", choices=OPS, default=list(OPS))
+    parser.add_argument("--dtypes", nargs="+", choices=sorted(DTYPES), default=["float32", "float16"])
+    parser.add_argument("--sizes", nargs="+", type=parse_size, help="tensor sizes in bytes, e.g. 64K 16M 256M")
+    parser.add_argument("--full", action="store_true", help=f"sizes {' '.join(FULL_SIZES)} (default: quick, "
+                        f"{' '.join(QUICK_SIZES)})")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--reps", type=int, default=None, help="timed repetitions (default 5 quick, 11 full)")
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--json", metavar="PATH", help="also write the rows and settings as JSON")
+    args = parser.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda needs a CUDA device")
+    if args.reps is not None and args.reps < 1:
+        parser.error("--reps must be >= 1")
+    if args.threads is not None and args.threads < 1:
+        parser.error("--threads must be >= 1")
+    if args.sizes is None:
+        args.sizes = [parse_size(s) for s in (FULL_SIZES if args.full else QUICK_SIZES)]
+    if args.reps is None:
+        args.reps = 11 if args.full else 5
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    rows = []
+    for op in args.ops:
+        for dtype_name in args.dtypes:
+            for nbytes in args.sizes:
+                rows.extend(run_case(op, DTYPES[dtype_name], nbytes, args.device, args.reps, args.warmup))
+    settings = {"device": args.device, "threads": torch.get_num_threads(), "torch": torch.__version__,
+                "compiled_ops": ops.serves(args.device), "reps": args.reps}
+    print(f"# {settings}")
+    print_table(rows)
+    if args.json:
+        write_json(args.json, {"settings": settings, "rows": rows})
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,10 @@
+"""Running an OpenPCDet source tree where its compiled CUDA ops are missing (CPU machines) or unused.
+
+* ``placeholders``: import-time stand-ins for the compiled extensions, ``pcdet.version`` and optional
+  third-party packages, so ``import pcdet.models`` / ``pcdet.datasets`` succeed; using one raises.
+* ``bev_nms``: CPU rotated / axis-aligned BEV NMS, drop-ins for ``iou3d_nms_utils.nms_gpu`` / ``nms_normal_gpu``.
+* ``scatter``: ``scatter_max`` / ``scatter_mean`` for the dynamic VFEs when ``torch_scatter`` is missing.
+* ``fallbacks``: installs the two above into the imported pcdet modules.
+* ``device``: ``cuda_calls_to(device)`` maps OpenPCDet's hard-coded ``.cuda()`` calls to the chosen device.
+* ``pcdet_config``: locating the source tree, loading a config with its ``_BASE_CONFIG_`` paths, data paths.
+"""
