@@ -24,9 +24,9 @@ def _say(message):
 
 
 def _cuda_home():
-    """The CUDA toolkit to use, or None: CUDA_HOME, else /usr/local/cuda, when it holds nvcc."""
-    for home in (os.environ.get("CUDA_HOME"), "/usr/local/cuda"):
-        if home and (os.path.exists(os.path.join(home, "bin", "nvcc")) or shutil.which("nvcc")):
+    """The CUDA toolkit to use: the first of CUDA_HOME, CUDA_PATH, /usr/local/cuda that holds bin/nvcc, else None."""
+    for home in (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"):
+        if home and os.path.isfile(os.path.join(home, "bin", "nvcc")):
             return home
     return None
 

@@ -8,6 +8,9 @@
 
 namespace pytorch_quantization {
 
+// amax at or below this quantizes everything to 0 (scale 0): 2**-24, _reference.AMAX_EPSILON.
+constexpr double kAmaxEpsilon = 5.9604644775390625e-08;
+
 // x viewed as [outer, channels, inner] (contiguous): element i uses amax[(i / inner) % channels].
 // Per tensor: channels = 1 and inner = numel.
 struct ChannelLayout {

@@ -24,7 +24,7 @@ if REPO_ROOT not in sys.path:  # run as a script from a source checkout
 from integration.ptq_driver import options  # noqa: E402
 from integration.ptq_driver.errors import DriverError  # noqa: E402
 from integration.ptq_driver.mmdet3d_config import (  # noqa: E402
-    check_info_files, evaluator_cfg, load_config, set_data_root)
+    check_info_files, evaluator_cfg, fill_dataset_version, load_config, set_data_root)
 from integration.ptq_driver.results import build_table, summarize_nuscenes, write_results  # noqa: E402
 
 
@@ -134,6 +134,7 @@ def run(args):
     cfg = set_data_root(load_config(args.config), args.data_root)
     evaluator_cfg(cfg)
     check_info_files(cfg, args.data_root)
+    fill_dataset_version(cfg)
     if args.max_eval_frames is not None and args.max_eval_frames > backend.split_size(cfg, "val"):
         raise DriverError(f"--max-eval-frames {args.max_eval_frames} is larger than the val split")
     float_model = backend.build_model(cfg, args.device)

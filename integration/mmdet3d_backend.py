@@ -182,10 +182,11 @@ def evaluate(model, cfg, work_dir, name, launcher="none", max_eval_frames=None):
     runner = Runner(
         model=model, work_dir=os.path.join(work_dir, "logs", name), experiment_name=f"{name}_{time.time_ns()}",
         test_dataloader=loader, test_cfg=dict(type="TestLoop"), test_evaluator=copy.deepcopy(evaluator_cfg(cfg)),
-        default_hooks=dict(logger=None, checkpoint=None, visualization=None), custom_hooks=[hook],
+        default_hooks=dict(logger=None, checkpoint=None), custom_hooks=[hook],
         launcher=launcher, env_cfg=dict(dist_cfg=dict(backend=backend)), log_level="WARNING",
         default_scope="mmdet3d",
-        model_wrapper_cfg=dict(type="MMDistributedDataParallel", device_ids=None) if launcher != "none" else None)
+        # mmengine's default DDP wrapper pins device_ids=[LOCAL_RANK], which only exists on GPUs
+        cfg=dict(model_wrapper_cfg=dict(type="MMDistributedDataParallel", device_ids=None)))
     with ground_truth_limited_to(tokens):
         metrics = runner.test()
     return metrics, hook.ms_per_frame

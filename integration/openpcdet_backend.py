@@ -18,6 +18,7 @@ Quantized: every Linear (PillarVFE), Conv2d / ConvTranspose2d (BEV backbone, hea
 import copy
 import logging
 import os
+import pickle
 import sys
 import time
 import types
@@ -108,7 +109,7 @@ def load_weights(model, path, logger):
     logger.addHandler(collector)
     try:
         model.load_params_from_file(filename=path, logger=logger, to_cpu=model_device(model).type == "cpu")
-    except (KeyError, RuntimeError, OSError) as err:
+    except (KeyError, RuntimeError, OSError, pickle.UnpicklingError) as err:
         raise DriverError(f"--checkpoint: cannot load {path} (an OpenPCDet checkpoint holds 'model_state'): "
                           f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from None
     finally:
@@ -121,14 +122,16 @@ def load_weights(model, path, logger):
 
 
 def calibration_loader(cfg, num_frames, seed, logger):
-    """A loader over ``num_frames`` training frames drawn without replacement with ``seed``."""
+    """``(loader, frames)``: ``num_frames`` training frames (None: min(32, split size)) drawn without
+    replacement with ``seed``."""
     dataset, loader = build_dataset(cfg, logger, calibration=True)
     total = len(dataset.infos)
+    num_frames = min(32, total) if num_frames is None else num_frames
     if num_frames > total:
         raise DriverError(f"--calib-batches {num_frames} is larger than the training split ({total} frames)")
     indices = sorted(np.random.RandomState(seed).choice(total, num_frames, replace=False).tolist())
     dataset.infos = [dataset.infos[i] for i in indices]
-    return loader
+    return loader, num_frames
 
 
 def calibration_forward(model, batch):
@@ -232,10 +235,8 @@ def summarize(cfg, result, output_dir):
 def _check_run_args(args):
     if args.launcher != "none":
         raise DriverError("--launcher: --framework openpcdet runs in one process only; use --launcher none")
-    if args.data_root is None:
-        return
-    if not os.path.isdir(args.data_root):
-        raise DriverError(f"--data-root: {args.data_root} is not a directory")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise DriverError("--device cuda: no CUDA device is available to this torch build; use --device cpu")
 
 
 def _calibrated_copy(float_model, mode, args, calib_file, loader, example):
@@ -246,7 +247,9 @@ def _calibrated_copy(float_model, mode, args, calib_file, loader, example):
         ptq.fold_batchnorm(model, example, forward_fn=calibration_forward)
     if mode == "fp32":
         return model, None
-    quantize(model, mode, skip=args.skip_layers or None)
+    layers, adds = quantize(model, mode, skip=args.skip_layers or None)
+    added = adds.column("status").count("residual add quantized")
+    print(f"quantized {len(layers.swapped)} layers ({len(layers.left)} left float) and {added} residual adds")
     start = time.perf_counter()
     if calib_file is not None:
         try:
@@ -264,8 +267,6 @@ def run(args):
     """The whole comparison for ``--framework openpcdet`` (``args`` already through ``options.check_args``)."""
     from pytorch_quantization import ptq
     _check_run_args(args)
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise DriverError("--device cuda: no CUDA device is available to this torch build; use --device cpu")
     root, fallbacks, served = import_stack(getattr(args, "pcdet_root", None))
     print(f"OpenPCDet from {root}; placeholders for {len(served)} unavailable modules; CPU fallbacks: "
           f"{', '.join(fallbacks)}")
@@ -286,9 +287,7 @@ def run(args):
     needs_frames = any(f is None for f in calib_files.values()) or args.fold_bn
     calib_frames, loader, example = None, None, None
     if needs_frames:
-        train_size = len(build_dataset(cfg, logger, calibration=True)[0])
-        calib_frames = args.calib_batches if args.calib_batches is not None else min(32, train_size)
-        loader = calibration_loader(cfg, calib_frames, args.seed, logger)
+        loader, calib_frames = calibration_loader(cfg, args.calib_batches, args.seed, logger)
         example = next(iter(loader))
 
     classes = list(cfg.CLASS_NAMES)

@@ -109,6 +109,58 @@ def test_quantized_pillar_centerpoint_detects_through_cpu_nms(stack):
         load_data_to_gpu(batch)
         preds, _ = model(batch)
     boxes = preds[0]["pred_boxes"]
-    assert boxes.shape[1] == 7 and 0 < boxes.shape[0] <= stack.cfg.MODEL.DENSE_HEAD.POST_PROCESSING.NMS_CONFIG.NMS_POST_MAXSIZE
+    nms = stack.cfg.MODEL.DENSE_HEAD.POST_PROCESSING.NMS_CONFIG
+    assert boxes.shape[1] == 7 and 0 < boxes.shape[0] <= nms.NMS_POST_MAXSIZE
     iou = rotated_bev_iou(boxes, boxes) - torch.eye(len(boxes))
-    assert float(iou.max()) <= stack.cfg.MODEL.DENSE_HEAD.POST_PROCESSING.NMS_CONFIG.NMS_THRESH + 1e-5
+    assert float(iou.max()) <= nms.NMS_THRESH + 1e-5  # no two kept boxes overlap more than the threshold
+
+
+def voxel_batch(seed, voxels=400, points=5):
+    """Random voxels of a 64 x 64 x 40 grid (0.1 m x 0.1 m x 0.15 m, z in [-2, 4]) for MeanVFE."""
+    rng = np.random.RandomState(seed)
+    flat = rng.choice(64 * 64 * 40, voxels, replace=False)
+    zs, ys, xs = flat // (64 * 64), (flat // 64) % 64, flat % 64
+    counts = rng.randint(1, points + 1, size=voxels)
+    data = np.zeros((voxels, points, 5), dtype=np.float32)
+    for i in range(voxels):
+        n = counts[i]
+        data[i, :n, 0] = -3.2 + (xs[i] + rng.rand(n)) * 0.1
+        data[i, :n, 1] = -3.2 + (ys[i] + rng.rand(n)) * 0.1
+        data[i, :n, 2] = -2.0 + (zs[i] + rng.rand(n)) * 0.15
+        data[i, :n, 3:] = rng.rand(n, 2)
+    coords = np.stack([np.zeros(voxels), zs, ys, xs], axis=1).astype(np.int32)
+    return {"voxels": data, "voxel_num_points": counts.astype(np.int32), "voxel_coords": coords,
+            "batch_size": 1, "frame_id": np.array(["f"])}
+
+
+def test_voxel_centerpoint_quantizes_every_sparse_layer_and_residual_add(stack):
+    from integration.pcdet_compat import pcdet_config
+    from integration.pcdet_compat.device import cuda_calls_to
+    from integration.pcdet_compat.sparse_bias import bias_after_sparse_conv
+    from pcdet.models import load_data_to_gpu
+    from pytorch_quantization import ptq
+    cfg = pcdet_config.load_config("cfgs/waymo_models/centerpoint.yaml", stack.root)
+    cfg.MODEL.DENSE_HEAD.POST_PROCESSING.MAX_OBJ_PER_SAMPLE = 40  # the 8 x 8 BEV map has 64 cells
+    dataset = types.SimpleNamespace(class_names=cfg.CLASS_NAMES, grid_size=np.array([64, 64, 40]),
+                                    point_cloud_range=np.array([-3.2, -3.2, -2.0, 3.2, 3.2, 4.0], dtype=np.float32),
+                                    voxel_size=[0.1, 0.1, 0.15], depth_downsample_factor=None,
+                                    point_feature_encoder=types.SimpleNamespace(num_point_features=5))
+    torch.manual_seed(0)
+    model = stack.backend.build_model(cfg, dataset, "cpu")
+    float_model = __import__("copy").deepcopy(model)
+    layers, adds = stack.backend.quantize(model, "w8a8")
+    sparse = [n for n, m in float_model.named_modules() if ptq.layer_types.is_sparse_conv(m)]
+    assert sparse and set(sparse) <= set(layers.swapped)
+    blocks = [n for n, m in float_model.named_modules() if type(m).__name__ == "SparseBasicBlock"]
+    assert len(blocks) == 8 and adds.column("block") == blocks
+    assert adds.column("status") == ["residual add quantized"] * 8
+    ptq.calibrate(model, [voxel_batch(1)], forward_fn=stack.backend.calibration_forward)
+    batch = voxel_batch(2)
+    with cuda_calls_to("cpu"), torch.no_grad():
+        load_data_to_gpu(batch)
+        reference = stack.backend.calibration_forward(float_model, dict(batch))  # float, biases handled
+        quantized = stack.backend.calibration_forward(model, dict(batch))
+        with bias_after_sparse_conv(model):
+            preds, _ = model(batch)
+    assert ptq.sqnr_db(reference, quantized) > 10.0
+    assert preds[0]["pred_boxes"].shape[1] == 7

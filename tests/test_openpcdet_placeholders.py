@@ -7,6 +7,9 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+import torch
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 FAKE_TREE = {
@@ -34,6 +37,16 @@ FAKE_TREE = {
 
         def points_in_boxes_gpu(points, boxes):
             return roiaware_pool3d_cuda.points_in_boxes_gpu(boxes, points)
+        """),
+    "pcdet/entry.py": textwrap.dedent("""\
+        import json, sys
+        import torch
+        from pcdet.ops.iou3d_nms import iou3d_nms_utils
+
+        if __name__ == "__main__":
+            boxes = torch.tensor([[0., 0, 0, 2, 2, 2, 0], [0.1, 0, 0, 2, 2, 2, 0]]).cuda()
+            keep, _ = iou3d_nms_utils.nms_gpu(boxes, torch.tensor([0.2, 0.8]).cuda(), 0.5)
+            print(json.dumps({"argv": sys.argv[1:], "keep": keep.tolist()}))
         """),
     "tools/.keep": "",
 }
@@ -131,3 +144,16 @@ def test_optional_package_placeholder_names_what_to_install(tmp_path):
     if out["installed"]:
         return  # the real package answered, as it must
     assert "av2.utils.io.read_feather" in out["error"] and "pip install av2" in out["error"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="with CUDA .cuda() is not remapped and the compiled op would "
+                                                      "run; this checks the CPU path")
+def test_run_module_runs_an_entry_point_without_compiled_ops(tmp_path):
+    run_in_fake_tree(tmp_path, "print('{}')")  # writes the tree
+    env = dict(os.environ, PYTHONPATH=REPO)
+    done = subprocess.run([sys.executable, "-m", "integration.pcdet_compat.run_module", "--pcdet-root", str(tmp_path),
+                           "pcdet.entry", "--func", "x"], env=env, cwd=str(tmp_path), capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out == {"argv": ["--func", "x"], "keep": [1]}  # .cuda() stayed on the CPU, the CPU NMS ran

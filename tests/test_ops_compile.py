@@ -1,5 +1,9 @@
 """The Python glue of the compiled ops: tracing support in ``ops`` (fake kernels, autograd) for
 torch.compile / torch.export, and the upstream-compatible ``cuda_ext`` module."""
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -8,6 +12,7 @@ from pytorch_quantization import _reference, cuda_ext, ops, tensor_quant
 needs_compiled = pytest.mark.skipif(not ops.serves("cpu"), reason="compiled extension pytorch_quantization._C not "
                                     "built (pip install -e . --no-build-isolation)")
 OPS = torch.ops.pytorch_quantization if ops.serves("cpu") else None
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _inputs(seed=0, shape=(4, 6, 5)):
@@ -128,3 +133,23 @@ def test_cuda_ext_bad_arguments():
         cuda_ext.fake_tensor_quant_with_axis(x, torch.ones(4), 3)
     with pytest.raises(TypeError, match="floating point"):
         cuda_ext.fake_e4m3fy(torch.ones(3, dtype=torch.int32))
+
+
+def test_missing_extension_warns_once_and_falls_back_to_reference():
+    script = (
+        "import sys, warnings\n"
+        "sys.modules['pytorch_quantization._C'] = None  # makes the import fail as if it were not built\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        "    import torch\n"
+        "    from pytorch_quantization import kernels, ops\n"
+        "    import pytorch_quantization.ops\n"
+        "hints = [w for w in caught if 'pip install -e . --no-build-isolation' in str(w.message)]\n"
+        "assert len(hints) == 1, [str(w.message) for w in caught]\n"
+        "assert not ops.serves('cpu') and kernels.kernel_backend()['cpu'] == 'reference'\n"
+        "x = torch.tensor([0.26, -1.0, 3.0])\n"
+        "print(kernels.fake_quant(x, torch.tensor(1.0), 2).tolist())\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "PYTHONPATH": REPO_ROOT}, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[-2] == "[0.0, -1.0, 1.0]"  # 2 bits: grid {-1, 0, 1} * amax

@@ -24,7 +24,6 @@
 namespace pytorch_quantization {
 namespace {
 
-constexpr double kAmaxEpsilon = 5.9604644775390625e-08;  // 2**-24, _reference.AMAX_EPSILON
 constexpr int64_t kGrainSize = 32768;
 // Channels with fewer contiguous elements than this use per-element scale arrays (see QuantPlan).
 constexpr int64_t kMinRunLength = 64;

@@ -37,6 +37,21 @@ void count_block(const scalar_t* in, int64_t n, int64_t* counts, const Bins& bin
   }
 }
 
+// float16 goes through float32 blocks so that its conversions are vectorized (half_convert.h).
+template <typename scalar_t>
+void count_range(const scalar_t* in, int64_t n, int64_t* counts, const Bins& bins) {
+  if constexpr (std::is_same_v<scalar_t, c10::Half>) {
+    float block[kHalfBlock];
+    for (int64_t b = 0; b < n; b += kHalfBlock) {
+      const int64_t m = std::min(kHalfBlock, n - b);
+      half_to_float(in + b, block, m);
+      count_block(block, m, counts, bins);
+    }
+  } else {
+    count_block(in, n, counts, bins);
+  }
+}
+
 at::Tensor abs_histogram_cpu(const at::Tensor& x, int64_t num_bins, double range_max, bool skip_zeros) {
   check_floating_input(x, "abs_histogram");
   check_histogram_args(num_bins, range_max);
@@ -48,17 +63,7 @@ at::Tensor abs_histogram_cpu(const at::Tensor& x, int64_t num_bins, double range
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "abs_histogram", [&] {
     const scalar_t* in = src.const_data_ptr<scalar_t>();
     at::parallel_for(0, src.numel(), 65536, [&](int64_t begin, int64_t end) {
-      int64_t* counts = partial.data() + at::get_thread_num() * num_bins;
-      if constexpr (std::is_same_v<scalar_t, c10::Half>) {
-        float block[kHalfBlock];
-        for (int64_t b = begin; b < end; b += kHalfBlock) {
-          const int64_t m = std::min(kHalfBlock, end - b);
-          half_to_float(in + b, block, m);
-          count_block(block, m, counts, bins);
-        }
-      } else {
-        count_block(in + begin, end - begin, counts, bins);
-      }
+      count_range(in + begin, end - begin, partial.data() + at::get_thread_num() * num_bins, bins);
     });
   });
   at::Tensor hist = at::zeros({num_bins}, x.options().dtype(at::kLong));

@@ -18,7 +18,6 @@
 namespace pytorch_quantization {
 namespace {
 
-constexpr double kAmaxEpsilon = 5.9604644775390625e-08;  // 2**-24, _reference.AMAX_EPSILON
 
 __device__ inline float mul_rn(float a, float b) { return __fmul_rn(a, b); }
 __device__ inline double mul_rn(double a, double b) { return __dmul_rn(a, b); }

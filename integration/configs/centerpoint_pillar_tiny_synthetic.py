@@ -29,6 +29,9 @@ neck_channels = [64, 64, 64]
 share_conv_channel = 32
 sweeps_num = 1
 backend_args = None
+# NuScenesDataset's class default is v1.0-trainval; NuScenesMetric opens the
+# devkit tables of the dataset's version.
+metainfo = dict(classes={{_base_.class_names}}, version='v1.0-mini')
 
 model = dict(
     data_preprocessor=dict(
@@ -128,11 +131,13 @@ train_dataloader = dict(
     num_workers=0,
     persistent_workers=False,
     dataset=dict(
-        dataset=dict(data_root=data_root, pipeline=train_pipeline)))
+        dataset=dict(
+            data_root=data_root, pipeline=train_pipeline, metainfo=metainfo)))
 val_dataloader = dict(
     num_workers=0,
     persistent_workers=False,
-    dataset=dict(data_root=data_root, pipeline=test_pipeline))
+    dataset=dict(
+        data_root=data_root, pipeline=test_pipeline, metainfo=metainfo))
 test_dataloader = val_dataloader
 val_evaluator = dict(
     data_root=data_root, ann_file=data_root + 'nuscenes_infos_val.pkl')

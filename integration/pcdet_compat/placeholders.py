@@ -11,18 +11,18 @@ no real module answers to, so a built extension or an installed package always w
 * ``OPTIONAL_PACKAGES`` (and their submodules): third-party packages that dataset modules import at
   module level but CenterPoint on nuScenes / Waymo never calls (SharedArray: shared-memory caching;
   av2: Argoverse 2; torchvision: camera image normalisation).
-  Not kornia: the Argoverse 2 modules TorchScript-compile kornia functions at import, so it must be
-  really installed (``pip install kornia``).
+  Not kornia: the Argoverse 2 modules TorchScript-compile kornia 0.6 functions at import, so it must be
+  really installed (``pip install kornia==0.6.12``; 0.7 and later do not compile there).
 
-Importing a name from a placeholder works; calling it (or anything reached through it) raises a
-``RuntimeError`` that names the op and what to build or install.
+Importing a name from a placeholder works; calling it (or anything reached through it) raises
+``MissingOpError`` (a ``RuntimeError``) that names the op and what to build or install.
 """
 import importlib.abc
 import importlib.util
 import sys
 import types
 
-__all__ = ["COMPILED_OPS", "OPTIONAL_PACKAGES", "install", "served", "is_placeholder"]
+__all__ = ["COMPILED_OPS", "OPTIONAL_PACKAGES", "MissingOpError", "install", "served", "is_placeholder"]
 
 COMPILED_OPS = (
     "pcdet.ops.iou3d_nms.iou3d_nms_cuda",
@@ -40,7 +40,8 @@ OPTIONAL_PACKAGES = {
     "torchvision": "install the torchvision build that matches your torch (only needed for camera inputs)",
 }
 _OPS_HINT = ("build OpenPCDet's CUDA ops (`python setup.py develop` in its source tree, with a CUDA torch); "
-             "integration.pcdet_compat only provides CPU versions of iou3d_nms_utils.nms_gpu / nms_normal_gpu")
+             "integration.pcdet_compat.fallbacks has CPU versions only of the ops CenterPoint inference and "
+             "nuScenes info generation call")
 
 
 class MissingOpError(RuntimeError):

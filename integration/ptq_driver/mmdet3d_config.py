@@ -84,3 +84,23 @@ def check_info_files(cfg, root):
     if missing:
         raise DriverError(f"--data-root: {root} has no {os.path.basename(missing[0])}; prepare it with: "
                           f"{prepare_command(root)}")
+
+
+def fill_dataset_version(cfg):
+    """Give the val / test datasets the nuScenes version their info file was made from.
+
+    NuScenesDataset defaults to ``v1.0-trainval`` and info-file metadata does not override it, so
+    an unmodified config evaluated on ``v1.0-mini`` data makes NuScenesMetric open the wrong devkit
+    tables. A version the config sets explicitly is kept.
+    """
+    from mmengine.fileio import load
+    for key in ("val_dataloader", "test_dataloader"):
+        ds = base_dataset_cfg(cfg[key]["dataset"])
+        meta = ds.get("metainfo") or {}
+        if "version" in meta or not ds.get("ann_file"):
+            continue
+        ann = ds["ann_file"] if os.path.isabs(ds["ann_file"]) else os.path.join(ds.get("data_root", ""),
+                                                                                   ds["ann_file"])
+        version = (load(ann).get("metainfo") or {}).get("version")
+        if version:
+            ds["metainfo"] = dict(meta, version=version)

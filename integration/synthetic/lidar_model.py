@@ -38,7 +38,7 @@ class LidarSpec:
         return dirs.reshape(-1, 3), rings.reshape(-1)
 
 
-def _ground_hits(origin, dirs, relief, max_range, steps=24, bisections=20):
+def _ground_hits(origin, dirs, relief, max_range, steps=16, bisections=16):
     """Distance to the first terrain crossing along each ray (inf where none within range)."""
     t_hit = np.full(len(dirs), np.inf)
     z_lo, z_hi = relief.bounds
@@ -77,6 +77,19 @@ def _box_sector(origin, center, size_wlh, yaw):
     return mid, offsets.min(), offsets.max()
 
 
+def _rays_in_sector(order, sorted_az, mid, lo, hi, pad=1e-3):
+    """Indices of rays whose azimuth lies in [mid + lo, mid + hi] (wrapping at +-pi).
+
+    ``order`` sorts the rays by azimuth and ``sorted_az`` holds the sorted values.
+    """
+    start = (mid + lo - pad + np.pi) % (2 * np.pi) - np.pi
+    stop = (mid + hi + pad + np.pi) % (2 * np.pi) - np.pi
+    i0, i1 = np.searchsorted(sorted_az, [start, stop])
+    if start <= stop:
+        return order[i0:i1]
+    return np.concatenate([order[i0:], order[:i1]])
+
+
 def _nearest_box_hits(origin, dirs, centers, sizes_wlh, yaws, inset):
     """Nearest box entry along each ray.
 
@@ -90,15 +103,15 @@ def _nearest_box_hits(origin, dirs, centers, sizes_wlh, yaws, inset):
     best_cos = np.zeros(n_rays)
     rays_in = np.zeros(len(centers), dtype=np.int64)
     azimuth = np.arctan2(dirs[:, 1], dirs[:, 0])
+    order = np.argsort(azimuth, kind='stable')
+    sorted_az = azimuth[order]
     for b in range(len(centers)):
         rel = origin[:2] - centers[b, :2]
         local_xy = rel @ yaw_matrix(yaws[b])[:2, :2]
         if abs(local_xy[0]) <= sizes_wlh[b, 1] / 2 and abs(local_xy[1]) <= sizes_wlh[b, 0] / 2:
             candidates = np.arange(n_rays)  # sensor above or below the box: test every ray
         else:
-            mid, lo, hi = _box_sector(origin, centers[b], sizes_wlh[b], yaws[b])
-            offset = (azimuth - mid + np.pi) % (2 * np.pi) - np.pi
-            candidates = np.flatnonzero((offset >= lo - 1e-3) & (offset <= hi + 1e-3))
+            candidates = _rays_in_sector(order, sorted_az, *_box_sector(origin, centers[b], sizes_wlh[b], yaws[b]))
         if len(candidates) == 0:
             continue
         rot = yaw_matrix(yaws[b])

@@ -29,6 +29,10 @@ class NameFilter:
     def __bool__(self):
         return bool(self._items)
 
+    def __add__(self, other):
+        """A filter selecting what either ``self`` or ``other`` (a NameFilter) selects."""
+        return NameFilter(self._items + other._items)
+
     def match(self, name, module=None):
         """The entry that selects ``name`` (shown in summaries), or None."""
         for item in self._items:

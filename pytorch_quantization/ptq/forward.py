@@ -3,7 +3,7 @@ import math
 
 import torch
 
-__all__ = ["run_forward", "flatten_tensors", "sqnr_db", "eval_mode"]
+__all__ = ["run_forward", "flatten_tensors", "sqnr_db", "power_ratio_db", "eval_mode"]
 
 
 def run_forward(model, batch, forward_fn=None):
@@ -43,8 +43,11 @@ def sqnr_db(reference, test):
     if not ref:
         return math.nan
     ref, out = torch.cat(ref).double(), torch.cat(out).double()
-    signal = float((ref * ref).sum())
-    noise = float(((ref - out) ** 2).sum())
+    return power_ratio_db(float((ref * ref).sum()), float(((ref - out) ** 2).sum()))
+
+
+def power_ratio_db(signal, noise):
+    """``10 log10(signal / noise)``: ``inf`` without noise, ``-inf`` for noise without signal."""
     if noise == 0:
         return math.inf
     if signal == 0:

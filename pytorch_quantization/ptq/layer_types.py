@@ -1,4 +1,4 @@
-"""Which layer types PTQ knows: dense float layers, spconv layers (when spconv imports), and their weight layout."""
+"""Layer types PTQ handles: dense float layers, spconv convolutions (when spconv imports), their weight layout."""
 import torch
 
 try:  # spconv is optional: sparse layers are handled only when it imports
@@ -9,17 +9,13 @@ try:  # spconv is optional: sparse layers are handled only when it imports
 except ImportError:  # pragma: no cover - depends on the environment
     _spconv = None
 
-__all__ = ["HAS_SPCONV", "DENSE_WEIGHTED", "SPARSE_CONVS", "is_sparse_conv", "out_channel_axis",
-           "is_sparse_tensor", "features_of"]
+__all__ = ["HAS_SPCONV", "DENSE_WEIGHTED", "is_sparse_conv", "out_channel_axis", "is_sparse_tensor", "features_of"]
 
 HAS_SPCONV = _spconv is not None
 
 #: dense float layer types that PTQ quantizes (subclasses included)
 DENSE_WEIGHTED = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.ConvTranspose1d,
                   torch.nn.ConvTranspose2d, torch.nn.ConvTranspose3d, torch.nn.Linear)
-
-#: spconv layer types that PTQ quantizes (empty without spconv)
-SPARSE_CONVS = (_spconv.SubMConv3d, _spconv.SparseConv3d, _spconv.SparseInverseConv3d) if HAS_SPCONV else ()
 
 
 def is_sparse_conv(module):

@@ -10,20 +10,12 @@ import os
 
 import torch
 
-from pytorch_quantization.ptq.forward import eval_mode, run_forward, sqnr_db
+from pytorch_quantization.ptq.forward import eval_mode, power_ratio_db, run_forward, sqnr_db
 from pytorch_quantization.ptq.quantizers import find_quantizers
 from pytorch_quantization.ptq.atomic_io import atomic_write
 from pytorch_quantization.ptq.table import Table
 
 __all__ = ["report", "Report"]
-
-
-def _db(signal, noise):
-    if noise == 0:
-        return math.inf
-    if signal == 0:
-        return -math.inf
-    return 10.0 * math.log10(signal / noise)
 
 
 class Report:
@@ -117,9 +109,11 @@ def report(model, data, *, forward_fn=None, num_batches=1):
                 saved = [r.quantizer._disabled for r in refs]  # pylint: disable=protected-access
                 for r in refs:
                     r.quantizer.disable()
-                float_outs.append(run_forward(model, batch, forward_fn))
-                for r, was in zip(refs, saved):
-                    r.quantizer._disabled = was  # pylint: disable=protected-access
+                try:
+                    float_outs.append(run_forward(model, batch, forward_fn))
+                finally:
+                    for r, was in zip(refs, saved):
+                        r.quantizer._disabled = was  # pylint: disable=protected-access
                 seen += 1
     finally:
         for h in handles:
@@ -140,7 +134,7 @@ def report(model, data, *, forward_fn=None, num_batches=1):
             row[2] = amax_value
         else:
             signal, noise = sums[ref.name]
-            row[3] = _db(signal, noise) if ref.active and signal > 0 else math.nan
+            row[3] = power_ratio_db(signal, noise) if ref.active and signal > 0 else math.nan
             row[4] = amax_value
     for row in rows.values():
         table.add(row)

@@ -152,8 +152,9 @@ def quantize_model(model, config="w8a8", *, skip=None, overrides=None):
         ``SwapSummary`` (a printable table; ``.swapped`` names, ``.left`` name -> reason).
 
     Supported: Conv1d/2d/3d, ConvTranspose1d/2d/3d, Linear and their subclasses; spconv SubMConv3d,
-    SparseConv3d and SparseInverseConv3d when spconv is importable. Calibrate afterwards (``calibrate``)
-    unless every quantizer has a fixed amax.
+    SparseConv3d and SparseInverseConv3d when spconv is importable. Residual adds are not layers: give known
+    residual blocks a shared-quantizer add with ``quantize_residual_blocks`` (see ``residual``). Calibrate
+    afterwards (``calibrate``) unless every quantizer has a fixed amax.
     """
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -161,7 +162,7 @@ def quantize_model(model, config="w8a8", *, skip=None, overrides=None):
     if overrides:
         config = copy.deepcopy(config)
         config.overrides = {**config.overrides, **PTQConfig(overrides=overrides).overrides}
-    skip_filter = NameFilter(list(config.skip) + list(NameFilter(skip)._items))  # pylint: disable=protected-access
+    skip_filter = NameFilter(config.skip) + NameFilter(skip)
     summary = SwapSummary()
     supported = 0
     for name, module in list(model.named_modules()):
