@@ -9,8 +9,8 @@ Examples::
 
 Effective GB/s counts the bytes a perfect kernel moves (forward: read x, write y; forward+backward:
 also read the incoming gradient and write the input gradient; histogram: read x), the same for every
-implementation, so the GB/s column ranks them. ``x clone`` is that GB/s over clone's GB/s on the same
-tensor; ``vs torch`` is torch's built-in time over ours. Times are medians of ``--reps`` runs, the
+implementation, so the GB/s column ranks them. ``x clone`` is that GB/s over the GB/s of clone
+(which copies x, and the gradient too for forward+backward) on the same tensor; ``vs torch`` is torch's built-in time over ours. Times are medians of ``--reps`` runs, the
 implementations interleaved within each repetition so that machine noise hits them alike.
 """
 import argparse
@@ -143,6 +143,11 @@ def nominal_bytes(op, pass_name, x):
     return 4 * nbytes if pass_name == "fwd+bwd" else 2 * nbytes
 
 
+def clone_bytes(pass_name, x):
+    """Bytes the clone baseline moves: x (forward), x and the gradient (forward+backward), read and written."""
+    return (4 if pass_name == "fwd+bwd" else 2) * x.numel() * x.element_size()
+
+
 def run_case(op, dtype, nbytes, device, reps, warmup):
     numel = max(CHANNELS, nbytes // torch.tensor([], dtype=dtype).element_size())
     x = (torch.randn(CHANNELS, numel // CHANNELS, device=device) * 2).to(dtype)
@@ -162,13 +167,13 @@ def run_case(op, dtype, nbytes, device, reps, warmup):
             except (RuntimeError, NotImplementedError) as error:  # e.g. a built-in without this dtype
                 print(f"  {op} {dtype} {name}: not run ({str(error).splitlines()[0][:80]})", file=sys.stderr)
         times = time_interleaved(runnable, device, reps, warmup)
-        moved = nominal_bytes(op, pass_name, x)
+        gbps = {name: (clone_bytes(pass_name, x) if name == "clone" else nominal_bytes(op, pass_name, x)) / seconds / 1e9
+                for name, seconds in times.items()}
         for name, seconds in times.items():
             rows.append({
                 "op": op, "dtype": str(dtype).replace("torch.", ""), "bytes": x.numel() * x.element_size(),
                 "size": size_label(x.numel() * x.element_size()), "pass": pass_name, "impl": name,
-                "ms": seconds * 1e3, "gbps": moved / seconds / 1e9,
-                "vs_clone": times["clone"] / seconds * (moved / nominal_bytes(op, "fwd", x)) if name != "clone" else 1.0,
+                "ms": seconds * 1e3, "gbps": gbps[name], "vs_clone": gbps[name] / gbps["clone"],
                 "speedup_vs_torch": times["torch"] / seconds if "torch" in times and name == "ours" else None,
             })
     return rows

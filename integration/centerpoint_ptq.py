@@ -31,6 +31,9 @@ from integration.ptq_driver.results import build_table, summarize_nuscenes, writ
 def ensure_synthetic_dataset(root):
     """Generate (once) and prepare the default synthetic nuScenes-format dataset under ``root``."""
     if not os.path.isdir(os.path.join(root, "v1.0-mini")):
+        if os.path.isdir(root) and os.listdir(root):
+            raise DriverError(f"{root} exists but holds no v1.0-mini tables; remove it to regenerate the "
+                              f"synthetic dataset, or pass --data-root")
         from integration.synthetic_nuscenes import generate
         print(f"generating the synthetic nuScenes-format dataset in {root} (once)")
         generate(root)
@@ -45,10 +48,17 @@ def ensure_synthetic_dataset(root):
 
 
 def init_distributed(launcher, device):
+    """torchrun's environment -> the default process group (gloo on CPU, nccl on GPUs).
+
+    Done here rather than by mmengine's ``init_dist``, which selects a CUDA device unconditionally.
+    """
     if launcher == "none":
         return
-    from mmengine.dist import init_dist
-    init_dist(launcher, backend="nccl" if device == "cuda" else "gloo")
+    import torch
+    import torch.distributed as dist
+    if device == "cuda":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    dist.init_process_group(backend="nccl" if device == "cuda" else "gloo")
 
 
 def plan_calibration(args, cfg, backend):
@@ -59,8 +69,6 @@ def plan_calibration(args, cfg, backend):
     if needs_data:
         total = backend.split_size(cfg, "train")
         frames = args.calib_batches if args.calib_batches is not None else min(32, total)
-        if frames > total:
-            raise DriverError(f"--calib-batches {frames} is larger than the training split ({total} frames)")
     return calib_files, frames
 
 
@@ -118,7 +126,8 @@ def quantize_and_calibrate(float_model, mode, args, calib_file, loader, example,
     return model, time.perf_counter() - start
 
 
-def run(args):
+def prepare(args):
+    """Every check and every object the comparison needs; raises DriverError before anything is written."""
     args = options.check_args(args)
     if args.data_root is None:
         args.data_root = options.DEFAULT_DATA_ROOT
@@ -126,8 +135,6 @@ def run(args):
     from integration import mmdet3d_backend as backend
     backend.import_stack()
     import torch
-    from mmengine.dist import is_main_process
-    from pytorch_quantization import ptq
 
     if args.device == "cuda" and not torch.cuda.is_available():
         raise DriverError("--device cuda: no CUDA device is available to this torch build; use --device cpu")
@@ -145,6 +152,14 @@ def run(args):
     loader = backend.calibration_loader(cfg, calib_frames or 1, args.seed)
     example = next(iter(loader))  # for BN-folding traces and sensitivity's output SQNR
     check_calibration_files(float_model, calib_files, args, example, backend)
+    return dict(args=args, backend=backend, cfg=cfg, float_model=float_model, calib_files=calib_files,
+                calib_frames=calib_frames, loader=loader, example=example)
+
+
+def compare_modes(args, backend, cfg, float_model, calib_files, calib_frames, loader, example):
+    """Quantize, calibrate and evaluate a fresh copy per mode; write the table and calibration files."""
+    from mmengine.dist import is_main_process
+    from pytorch_quantization import ptq
 
     os.makedirs(args.work_dir, exist_ok=True)
     classes = list(cfg.get("class_names") or evaluator_cfg(cfg).get("classes") or [])
@@ -160,16 +175,14 @@ def run(args):
         rows.append(dict(mode=mode, **summarize_nuscenes(metrics, classes), ms_per_frame=ms, calib_s=calib_s))
         if args.sensitivity and mode != "fp32":
             sensitivities[mode] = layer_sensitivity(model, cfg, args, backend, classes, example)
-
-    if is_main_process():
-        table = build_table(rows, classes)
-        print(table)
-        run_info = {k: v for k, v in vars(args).items()}
-        run_info.update(calib_frames=calib_frames, classes=classes)
-        write_results(args.work_dir, table, rows, run_info)
-        for mode, sens in sensitivities.items():
-            sens.save(os.path.join(args.work_dir, f"sensitivity_{mode}.md"))
-        print(f"wrote {os.path.join(args.work_dir, 'results.md')} and results.json")
+    if not is_main_process():
+        return
+    table = build_table(rows, classes)
+    print(table)
+    write_results(args.work_dir, table, rows, dict(vars(args), calib_frames=calib_frames, classes=classes))
+    for mode, sens in sensitivities.items():
+        sens.save(os.path.join(args.work_dir, f"sensitivity_{mode}.md"))
+    print(f"wrote {os.path.join(args.work_dir, 'results.md')} and results.json")
 
 
 def layer_sensitivity(model, cfg, args, backend, classes, example):
@@ -186,7 +199,7 @@ def layer_sensitivity(model, cfg, args, backend, classes, example):
 def main(argv=None):
     args = options.build_parser().parse_args(argv)
     try:
-        run(args)
+        compare_modes(**prepare(args))
     except DriverError as err:
         print(f"centerpoint_ptq: error: {err}", file=sys.stderr)
         return 2

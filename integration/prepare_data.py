@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUSCENES_VERSIONS = ('v1.0-trainval', 'v1.0-mini', 'v1.0-test')
 NUSCENES_DATA_DIRS = ('samples', 'sweeps', 'maps')
 MMDET3D_STACK = ('mmengine', 'mmcv', 'mmdet', 'mmdet3d', 'nuscenes', 'pyquaternion', 'shapely')
@@ -166,9 +167,9 @@ def prepare_openpcdet(dataset, root, version, pcdet_root):
         raise MissingDependency('OpenPCDet is needed: clone https://github.com/open-mmlab/OpenPCDet, install it '
                                 '(python setup.py develop) and pass --pcdet-root to its source tree')
     pcdet_root = os.path.abspath(pcdet_root)
-    if missing_modules(['pcdet']):
-        raise MissingDependency(f'OpenPCDet is not importable; install it from {pcdet_root} with '
-                                '`python setup.py develop` (its CUDA ops need a CUDA torch)')
+    if not os.path.isfile(os.path.join(pcdet_root, 'pcdet', '__init__.py')):
+        raise MissingDependency(f'--pcdet-root {pcdet_root} is not an OpenPCDet source tree (no pcdet/__init__.py); '
+                                'pass the folder you cloned OpenPCDet into')
     if dataset == 'waymo':
         require(['waymo_open_dataset', 'tensorflow'], WAYMO_HINT)
         target = os.path.join(pcdet_root, 'data', 'waymo', 'raw_data')
@@ -182,9 +183,13 @@ def prepare_openpcdet(dataset, root, version, pcdet_root):
         os.makedirs(os.path.dirname(target), exist_ok=True)
         os.symlink(os.path.abspath(root), target)
         print(f'linked {target} -> {os.path.abspath(root)}')
-    command = [sys.executable, '-m', module, '--cfg_file', f'tools/cfgs/dataset_configs/{cfg}'] + extra
+    # through our compatibility runner: it makes pcdet import without its compiled CUDA ops (CPU fallbacks)
+    command = [sys.executable, '-m', 'integration.pcdet_compat.run_module', '--pcdet-root', pcdet_root, module,
+               '--cfg_file', f'tools/cfgs/dataset_configs/{cfg}'] + extra
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        filter(None, [REPO_ROOT, pcdet_root, os.environ.get('PYTHONPATH')])))
     print('running:', ' '.join(command), f'(in {pcdet_root})', flush=True)
-    subprocess.run(command, cwd=pcdet_root, check=True)
+    subprocess.run(command, cwd=pcdet_root, env=env, check=True)
     return [os.path.dirname(target)]
 
 

@@ -191,3 +191,26 @@ def test_calibration_file_of_another_mode(capsys, tmp_path, data_root, micro_sta
     expect_error(capsys, tmp_path, "--config", MICRO, "--checkpoint", micro_state[0], "--data-root", data_root,
                  "--modes", "w8a8", "--calib-file", os.path.join(all_modes_run, "calib_w8.json"),
                  match="does not fit the model")
+
+
+def test_two_process_run_matches_the_single_process_run(all_modes_run, data_root, micro_state, tmp_path):
+    """torchrun with two CPU (gloo) processes: each calibrates on its shard and evaluates its half of
+    the val frames; statistics and results are gathered, so amaxes and metrics equal one process's."""
+    work = str(tmp_path / "dist")
+    env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS="1")
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29571",
+         os.path.join(REPO, "integration", "centerpoint_ptq.py"), "--config", MICRO, "--checkpoint",
+         micro_state[0], "--data-root", data_root, "--work-dir", work, "--modes", "w8a8", "--calib-batches", "2",
+         "--launcher", "pytorch"], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    single, dist = read_results(all_modes_run)["w8a8"], read_results(work)["w8a8"]
+    assert (dist["mAP"], dist["NDS"], dist["class_AP"]) == (single["mAP"], single["NDS"], single["class_AP"])
+    with open(os.path.join(all_modes_run, "calib_w8a8.json")) as f1, open(os.path.join(work, "calib_w8a8.json")) as f2:
+        assert ({k: v["amax"] for k, v in json.load(f1)["quantizers"].items()}
+                == {k: v["amax"] for k, v in json.load(f2)["quantizers"].items()})
+
+
+def test_distributed_run_needs_a_prepared_data_root(capsys, tmp_path, micro_state):
+    expect_error(capsys, tmp_path, "--config", MICRO, "--checkpoint", micro_state[0], "--launcher", "pytorch",
+                 match="--launcher pytorch needs --data-root")

@@ -83,6 +83,9 @@ def check_args(args):
     _positive(args.max_eval_frames, "--max-eval-frames")
     if args.launcher not in ("none", "pytorch"):
         raise DriverError(f"--launcher: unknown launcher {args.launcher!r}; choose none or pytorch")
+    if args.launcher != "none" and args.data_root is None:
+        raise DriverError("--launcher pytorch needs --data-root (a prepared dataset: ranks must not generate "
+                          "the synthetic one concurrently)")
     if args.device not in ("cpu", "cuda"):
         raise DriverError(f"--device: unknown device {args.device!r}; choose cpu or cuda")
     args.config = args.config or DEFAULT_CONFIG
