@@ -94,7 +94,7 @@ setup(
     "calibration, PTQ and TensorRT Q/DQ export",
     packages=find_packages(include=["pytorch_quantization", "pytorch_quantization.*"]),
     python_requires=">=3.9",
-    install_requires=["torch>=2.1", "numpy", "scipy", "pyyaml", "tqdm"],
+    install_requires=["torch>=2.1", "numpy", "pyyaml", "tqdm"],
     ext_modules=EXT_MODULES,
     cmdclass={"build_ext": BUILD_EXT} if BUILD_EXT else {},
 )

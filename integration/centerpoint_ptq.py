@@ -87,7 +87,7 @@ def calibration_metadata(mode, args):
             "seed": args.seed, "config": os.path.abspath(args.config)}
 
 
-def _load_calibration(model, mode, path, args):
+def _load_calibration(model, path, args):
     from pytorch_quantization import ptq
     try:
         saved = ptq.load_calibration(model, path)
@@ -118,7 +118,7 @@ def quantize_and_calibrate(float_model, mode, args, calib_file, loader, example,
     ptq.quantize_model(model, mode, skip=args.skip_layers or None)
     start = time.perf_counter()
     if calib_file is not None:
-        _load_calibration(model, mode, calib_file, args)
+        _load_calibration(model, calib_file, args)
     else:
         ptq.calibrate(model, loader, forward_fn=backend.calibration_forward, method=args.calib_method,
                       percentile=args.percentile, skip_zeros=args.skip_zeros,

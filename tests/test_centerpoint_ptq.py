@@ -11,7 +11,8 @@ import torch
 pytest.importorskip("mmdet3d", reason="needs the MMDetection3D stack (bash scripts/setup_mmdet3d.sh)")
 pytest.importorskip("nuscenes", reason="needs nuscenes-devkit (bash scripts/setup_mmdet3d.sh)")
 
-from integration import centerpoint_ptq, mmdet3d_backend  # noqa: E402
+from integration import centerpoint_ptq, mmdet3d_backend, train_synthetic  # noqa: E402
+from integration.ptq_driver import options  # noqa: E402
 from integration.ptq_driver.mmdet3d_config import load_config  # noqa: E402
 from integration.synthetic_nuscenes import generate  # noqa: E402
 
@@ -214,3 +215,25 @@ def test_two_process_run_matches_the_single_process_run(all_modes_run, data_root
 def test_distributed_run_needs_a_prepared_data_root(capsys, tmp_path, micro_state):
     expect_error(capsys, tmp_path, "--config", MICRO, "--checkpoint", micro_state[0], "--launcher", "pytorch",
                  match="--launcher pytorch needs --data-root")
+
+
+def test_committed_checkpoint_fits_the_tiny_config():
+    if not os.path.isfile(options.DEFAULT_CHECKPOINT):
+        pytest.skip("the trained checkpoint is not in this checkout (integration/train_synthetic.py makes it)")
+    state = torch.load(options.DEFAULT_CHECKPOINT, map_location="cpu", weights_only=True)
+    assert {v.dtype for v in state.values() if v.is_floating_point()} == {torch.float16}
+    mmdet3d_backend.import_stack()
+    model = mmdet3d_backend.build_model(load_config(options.DEFAULT_CONFIG))
+    assert mmdet3d_backend.load_weights(model, options.DEFAULT_CHECKPOINT) == len(model.state_dict())
+
+
+def test_train_synthetic_writes_float16_weights_that_load(data_root, tmp_path):
+    out = tmp_path / "trained.pth"
+    rc = train_synthetic.main(["--config", MICRO, "--data-root", data_root, "--work-dir", str(tmp_path / "work"),
+                               "--max-iters", "2", "--output", str(out)])
+    assert rc == 0
+    state = torch.load(out, map_location="cpu", weights_only=True)
+    floats = [v for v in state.values() if v.is_floating_point()]
+    assert floats and all(v.dtype == torch.float16 and torch.isfinite(v).all() for v in floats)
+    model = mmdet3d_backend.build_model(load_config(MICRO))
+    assert mmdet3d_backend.load_weights(model, str(out)) == len(model.state_dict())
