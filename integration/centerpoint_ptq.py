@@ -199,7 +199,11 @@ def layer_sensitivity(model, cfg, args, backend, classes, example):
 def main(argv=None):
     args = options.build_parser().parse_args(argv)
     try:
-        compare_modes(**prepare(args))
+        if args.framework == "openpcdet":
+            from integration import openpcdet_backend
+            openpcdet_backend.run(options.check_args(args))
+        else:
+            compare_modes(**prepare(args))
     except DriverError as err:
         print(f"centerpoint_ptq: error: {err}", file=sys.stderr)
         return 2

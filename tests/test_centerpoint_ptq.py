@@ -181,11 +181,20 @@ def test_data_root_without_info_files(capsys, tmp_path, micro_state):
     ("--modes", "fp32,int3", "unknown mode(s) int3"),
     ("--calib-method", "kl", "unknown method 'kl'"),
     ("--calib-batches", "99", "larger than the training split (2 frames)"),
-    ("--framework", "openpcdet", "not implemented yet"),
 ])
 def test_bad_option(capsys, tmp_path, data_root, micro_state, flag, value, match):
     expect_error(capsys, tmp_path, "--config", MICRO, "--checkpoint", micro_state[0], "--data-root", data_root,
                  flag, value, match=match)
+
+
+def test_openpcdet_source_tree_is_checked(capsys, tmp_path, micro_state):
+    expect_error(capsys, tmp_path, "--framework", "openpcdet", "--config", MICRO, "--checkpoint", micro_state[0],
+                 "--pcdet-root", tmp_path, match="is not an OpenPCDet source tree")
+
+
+def test_openpcdet_needs_a_config(capsys, tmp_path, micro_state):
+    expect_error(capsys, tmp_path, "--framework", "openpcdet", "--checkpoint", micro_state[0],
+                 match="--framework openpcdet needs --config")
 
 
 def test_calibration_file_of_another_mode(capsys, tmp_path, data_root, micro_state, all_modes_run):

@@ -95,3 +95,9 @@ def test_pillar02_w8_outputs_close_to_fp32(synthetic_frame):
     for task_ref, task_q in zip(reference, quantized):
         for key in task_ref[0]:
             assert ptq.sqnr_db(task_ref[0][key], task_q[0][key]) > 25.0, key
+
+
+def test_config_given_by_name_resolves_to_the_shipped_file():
+    from integration.ptq_driver.options import resolve_mmdet3d_config
+    assert os.path.samefile(resolve_mmdet3d_config(os.path.basename(PILLAR02)), PILLAR02)
+    assert resolve_mmdet3d_config("no_such_config.py") == "no_such_config.py"

@@ -1,5 +1,7 @@
 """Command line of integration/centerpoint_ptq.py and the checks that need no framework."""
 import argparse
+import glob
+import importlib.util
 import os
 
 from pytorch_quantization.ptq.config import CALIB_METHODS, PRESETS
@@ -42,6 +44,8 @@ def build_parser():
                         "calib_<mode>.json files as this driver writes them")
     p.add_argument("--sensitivity", action="store_true",
                    help="per-layer sensitivity of each quantized mode (one evaluation per layer)")
+    p.add_argument("--pcdet-root", default=None,
+                   help="OpenPCDet source tree for --framework openpcdet (default: where an installed pcdet lives)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--work-dir", default=None, help=f"outputs (default: {DEFAULT_WORK_DIR})")
     p.add_argument("--launcher", default="none", help="none or pytorch (torchrun)")
@@ -71,8 +75,6 @@ def check_args(args):
     """Validate what can be validated before any framework is imported; fills defaults in place."""
     if args.framework not in FRAMEWORKS:
         raise DriverError(f"--framework: unknown framework {args.framework!r}; choose from {', '.join(FRAMEWORKS)}")
-    if args.framework == "openpcdet":
-        raise DriverError("--framework openpcdet is not implemented yet in this version; use --framework mmdet3d")
     args.modes = parse_modes(args.modes)
     if args.calib_method not in CALIB_METHODS:
         raise DriverError(f"--calib-method: unknown method {args.calib_method!r}; "
@@ -88,14 +90,32 @@ def check_args(args):
                           "the synthetic one concurrently)")
     if args.device not in ("cpu", "cuda"):
         raise DriverError(f"--device: unknown device {args.device!r}; choose cpu or cuda")
-    args.config = args.config or DEFAULT_CONFIG
-    args.checkpoint = args.checkpoint or DEFAULT_CHECKPOINT
     args.work_dir = args.work_dir or DEFAULT_WORK_DIR
-    _readable_file(args.config, "--config")
+    if args.framework == "openpcdet":
+        # no embedded default for OpenPCDet; the config path may be relative to the OpenPCDet tree (checked there)
+        if args.config is None or args.checkpoint is None:
+            raise DriverError("--framework openpcdet needs --config (e.g. tools/cfgs/nuscenes_models/"
+                              "cbgs_dyn_pp_centerpoint.yaml) and --checkpoint")
+    else:
+        args.config = resolve_mmdet3d_config(args.config or DEFAULT_CONFIG)
+        args.checkpoint = args.checkpoint or DEFAULT_CHECKPOINT
+        _readable_file(args.config, "--config")
     _readable_file(args.checkpoint, "--checkpoint")
     if args.calib_file is not None and not os.path.exists(args.calib_file):
         raise DriverError(f"--calib-file: {args.calib_file} does not exist")
     return args
+
+
+def resolve_mmdet3d_config(path):
+    """``path`` itself when it exists, else a config of that name shipped with mmdet3d
+    (``mmdet3d/.mim/configs/**/<name>``, e.g. ``centerpoint_pillar02_second_secfpn_8xb4-cyclic-20e_nus-3d.py``)."""
+    if os.path.exists(path) or os.path.dirname(path):
+        return path
+    spec = importlib.util.find_spec("mmdet3d")
+    if spec is None or not spec.origin:
+        return path
+    found = glob.glob(os.path.join(os.path.dirname(spec.origin), ".mim", "configs", "**", path), recursive=True)
+    return found[0] if len(found) == 1 else path
 
 
 def _readable_file(path, name):
