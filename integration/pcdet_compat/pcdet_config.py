@@ -3,12 +3,12 @@
 checks, and the calibration split. Everything here works on plain dicts / EasyDicts, so it is tested
 without OpenPCDet installed.
 """
-import contextlib
 import copy
 import importlib.util
 import os
 import sys
 
+from integration.prepare_data import working_directory
 from integration.ptq_driver.errors import DriverError
 
 __all__ = ["locate_pcdet", "resolve_config_path", "load_config", "set_data_path", "missing_inputs",
@@ -58,16 +58,6 @@ def resolve_config_path(path, pcdet_root):
     raise DriverError(f"--config: {path} is not a file (also looked under {pcdet_root} and its tools/)")
 
 
-@contextlib.contextmanager
-def _working_dir(path):
-    old = os.getcwd()
-    os.chdir(path)
-    try:
-        yield
-    finally:
-        os.chdir(old)
-
-
 def load_config(path, pcdet_root):
     """OpenPCDet's own ``cfg_from_yaml_file`` into a fresh config (``ROOT_DIR``, ``LOCAL_RANK`` set as in
     ``pcdet.config.cfg``); run from ``tools/`` so ``_BASE_CONFIG_`` paths resolve as in OpenPCDet's scripts.
@@ -78,7 +68,7 @@ def load_config(path, pcdet_root):
     cfg = EasyDict(ROOT_DIR=pcdet_root, LOCAL_RANK=0)
     tools = os.path.join(pcdet_root, "tools")
     try:
-        with _working_dir(tools):
+        with working_directory(tools):
             cfg_from_yaml_file(path, cfg)
     except (OSError, ValueError, TypeError, AttributeError) as err:
         raise DriverError(f"--config: cannot load {path}: {type(err).__name__}: {err}".splitlines()[0]) from None
