@@ -7,4 +7,7 @@
 * ``fallbacks``: installs the two above into the imported pcdet modules.
 * ``device``: ``cuda_calls_to(device)`` maps OpenPCDet's hard-coded ``.cuda()`` calls to the chosen device.
 * ``pcdet_config``: locating the source tree, loading a config with its ``_BASE_CONFIG_`` paths, data paths.
+* ``dist_eval``: OpenPCDet's distributed test path on CPUs (DDP wrapping in ``eval_one_epoch``, frame shards).
+* ``frame_seed``: frames prepared with a per-frame numpy seed (OpenPCDet draws sweeps / shuffles points at test
+  time with the global RNG), so runs and process layouts give identical inputs.
 """
