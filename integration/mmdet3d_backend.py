@@ -1,5 +1,6 @@
 """MMDetection3D side of the CenterPoint PTQ driver: model, data and evaluation built with the
 framework's own builders (MODELS, DATASETS, Runner + TestLoop + the config's metric)."""
+import collections
 import contextlib
 import copy
 import os
@@ -42,7 +43,13 @@ def _read_state_dict(path):
     state = obj.get("state_dict", obj) if isinstance(obj, dict) else None
     if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
         raise DriverError(f"--checkpoint: {path} holds no state_dict of tensors")
-    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+    stripped = collections.OrderedDict(
+        (k[len("module."):] if k.startswith("module.") else k, v) for k, v in state.items())
+    metadata = getattr(state, "_metadata", None)
+    if metadata is not None:  # per-module versions: mmdet3d's spconv loader permutes weights lacking version 2
+        stripped._metadata = collections.OrderedDict(  # pylint: disable=protected-access
+            (k[len("module."):] if k.startswith("module.") else k, v) for k, v in metadata.items())
+    return stripped
 
 
 def load_weights(model, path):
@@ -55,14 +62,19 @@ def load_weights(model, path):
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
-    shapes = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
     problems = []
-    for label, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes)):
+    for label, keys in (("missing", missing), ("unexpected", unexpected)):
         if keys:
             problems.append(f"{len(keys)} {label} ({', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''})")
+    if not problems:
+        # shapes are checked by the modules' own loaders (mmdet3d's spconv layers permute old-layout kernels)
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as err:
+            shapes = [line.strip() for line in str(err).splitlines() if "size mismatch" in line]
+            problems.append(f"{len(shapes)} shape mismatch ({shapes[0] if shapes else str(err).splitlines()[0]})")
     if problems:
         raise DriverError(f"--checkpoint: {path} does not fit the config's model: " + "; ".join(problems))
-    model.load_state_dict(state, strict=True)
     return len(state)
 
 

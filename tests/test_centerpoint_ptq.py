@@ -163,6 +163,17 @@ def test_checkpoint_of_another_model(capsys, tmp_path, data_root, micro_state):
     assert "1 unexpected (extra.weight)" in line
 
 
+def test_checkpoint_with_a_wrong_shape(capsys, tmp_path, data_root, micro_state):
+    state = dict(micro_state[1])
+    key = "pts_voxel_encoder.pfn_layers.0.linear.weight"
+    state[key] = torch.zeros(state[key].shape[0] + 1, *state[key].shape[1:])
+    path = tmp_path / "wide.pth"
+    torch.save(state, path)
+    line = expect_error(capsys, tmp_path, "--config", MICRO, "--checkpoint", path, "--data-root", data_root,
+                        match="does not fit")
+    assert "1 shape mismatch" in line and key in line
+
+
 def test_config_without_metric(capsys, tmp_path, data_root, micro_state):
     cfg = tmp_path / "no_metric.py"
     cfg.write_text(f"_base_ = [{MICRO!r}]\nval_evaluator = None\ntest_evaluator = None\n")
