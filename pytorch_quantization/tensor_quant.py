@@ -198,7 +198,7 @@ def _onnx_qdq(g, inputs, amax, num_bits, unsigned, narrow_range):
     import torch._C._onnx as _C_onnx  # pylint: disable=import-outside-toplevel
     if num_bits != 8:
         raise ValueError(f"ONNX export supports num_bits=8 only, got {num_bits}")
-    bound = 2 ** (7 + int(unsigned)) - 1
+    _, bound = _reference.integer_range(num_bits, unsigned, narrow_range)
     if not isinstance(amax, torch.Tensor):  # a graph value: amax must be a constant (a calibrated buffer)
         from torch.onnx import symbolic_helper  # pylint: disable=import-outside-toplevel
         amax = symbolic_helper._get_const(amax, "t", "amax")  # pylint: disable=protected-access

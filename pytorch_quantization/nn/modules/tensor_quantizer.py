@@ -308,7 +308,7 @@ class TensorQuantizer(nn.Module):
 
     def _fb_fake_quant(self, inputs, amax):
         """PyTorch's native fake quantization over the full signed range (what ONNX Q/DQ computes)."""
-        bound = (1 << (self._num_bits - 1 + int(self._unsigned))) - 1
+        bound = self.maxbound
         qmin = 0 if self._unsigned else -bound - 1
         if amax.numel() == 1:
             return torch.fake_quantize_per_tensor_affine(inputs, amax.item() / bound, 0, qmin, bound)
