@@ -16,28 +16,15 @@ from contextlib import contextmanager
 import torch
 
 from pytorch_quantization import nn as quant_nn
+from pytorch_quantization import layer_registry
 
 __all__ = ["initialize", "deactivate", "enable_onnx_export"]
 
 _quant_entry = namedtuple("quant_entry", "orig_mod mod_name replace_mod")
 
-_DEFAULT_QUANT_MAP = [
-    _quant_entry(torch.nn, "Conv1d", quant_nn.QuantConv1d),
-    _quant_entry(torch.nn, "Conv2d", quant_nn.QuantConv2d),
-    _quant_entry(torch.nn, "Conv3d", quant_nn.QuantConv3d),
-    _quant_entry(torch.nn, "ConvTranspose1d", quant_nn.QuantConvTranspose1d),
-    _quant_entry(torch.nn, "ConvTranspose2d", quant_nn.QuantConvTranspose2d),
-    _quant_entry(torch.nn, "ConvTranspose3d", quant_nn.QuantConvTranspose3d),
-    _quant_entry(torch.nn, "Linear", quant_nn.QuantLinear),
-    _quant_entry(torch.nn, "LSTM", quant_nn.QuantLSTM),
-    _quant_entry(torch.nn, "LSTMCell", quant_nn.QuantLSTMCell),
-    _quant_entry(torch.nn, "AvgPool1d", quant_nn.QuantAvgPool1d),
-    _quant_entry(torch.nn, "AvgPool2d", quant_nn.QuantAvgPool2d),
-    _quant_entry(torch.nn, "AvgPool3d", quant_nn.QuantAvgPool3d),
-    _quant_entry(torch.nn, "AdaptiveAvgPool1d", quant_nn.QuantAdaptiveAvgPool1d),
-    _quant_entry(torch.nn, "AdaptiveAvgPool2d", quant_nn.QuantAdaptiveAvgPool2d),
-    _quant_entry(torch.nn, "AdaptiveAvgPool3d", quant_nn.QuantAdaptiveAvgPool3d),
-]
+#: the built-in entries of ``layer_registry`` as upstream's ``(module, name, quantized class)`` triples
+_DEFAULT_QUANT_MAP = [_quant_entry(torch.nn, e.float_cls.__name__, e.quant_cls)
+                      for e in layer_registry.builtin_entries()]
 
 
 class QuantModuleReplacementHelper:

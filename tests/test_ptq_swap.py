@@ -64,8 +64,8 @@ def test_w8_is_float_model_with_fake_quantized_weights():
             w = layer.weight
             amax = w.abs().amax(dim=tuple(range(1, w.dim())), keepdim=True)
             w.copy_(_fake_quant(w, amax, 8))
-        w = expected.up.weight  # ConvTranspose weight [in, out, k, k]: per-channel along axis 0 as upstream
-        w.copy_(_fake_quant(w, w.abs().amax(dim=(1, 2, 3), keepdim=True), 8))
+        w = expected.up.weight  # ConvTranspose weight [in, out, k, k]: per output channel = axis 1, as 2.2.1
+        w.copy_(_fake_quant(w, w.abs().amax(dim=(0, 2, 3), keepdim=True), 8))
     quantize_model(model, "w8")
     table = calibrate(model, data)
     assert set(table.column("status")) == {"ok", "quant_act=False"}
@@ -159,12 +159,39 @@ def test_overrides_per_layer():
     assert model.stem[0]._weight_quantizer.num_bits == 8 and model.stem[0].quant_act
 
 
-def test_already_quantized_left_alone():
+def test_requantizing_with_the_same_config_leaves_layers():
     model, _ = _model_and_data()
     quantize_model(model, "w8a8")
-    summary = quantize_model(model, "w4")
-    assert summary.swapped == [] and summary.left["head"] == "already quantized"
-    assert model.head._weight_quantizer.num_bits == 8
+    summary = quantize_model(model, "w8a8")
+    assert summary.swapped == [] and set(summary.left.values()) == {"already quantized"}
+
+
+def test_requantizing_with_another_preset_raises_and_changes_nothing():
+    model, data = _model_and_data()
+    quantize_model(model, "w8a8", skip="head")
+    calibrate(model, data)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match=r"4 layers are already quantized with other settings than w4: stem\.0: "
+                                         r"weight 8bit axis=0 narrow, input 8bit per-tensor narrow \(config: weight "
+                                         r"4bit axis=0 narrow, input float\).*Nothing was changed"):
+        quantize_model(model, "w4")
+    assert type(model.head) is nn.Linear  # the float head was not swapped either: all or nothing
+    after = model.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    assert model.stem[0].weight_quantizer.num_bits == 8 and model.stem[0].quant_act
+
+
+def test_transposed_conv_weights_are_per_output_channel():
+    """A config's weight axis 0 means per output channel: axis 1 of a transposed conv's [in, out, k, k] weight."""
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.ConvTranspose2d(6, 4, 3), nn.Conv2d(4, 2, 1))
+    summary = quantize_model(model, "w8")
+    assert model[0].weight_quantizer.axis == 1 and model[1].weight_quantizer.axis == 0
+    assert "axis=1" in summary.records()[0]["detail"]
+    calibrate(model, [torch.randn(1, 6, 5, 5)])
+    w = model[0].weight.detach()
+    by_hand = torch.tensor([[w[:, c].abs().max() for c in range(4)]]).reshape(1, 4, 1, 1)
+    assert torch.equal(model[0].weight_quantizer.amax, by_hand)
 
 
 def test_errors():

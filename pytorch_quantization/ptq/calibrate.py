@@ -70,12 +70,20 @@ def _make_calibrator(quantizer, method, skip_zeros):
 
 def _set_flags(refs, flags):
     for ref, (if_quant, if_calib) in zip(refs, flags):
-        ref.quantizer._if_quant, ref.quantizer._if_calib = if_quant, if_calib  # pylint: disable=protected-access
+        quantizer = ref.quantizer
+        if if_quant:
+            quantizer.enable_quant()
+        else:
+            quantizer.disable_quant()
+        if if_calib:
+            quantizer.enable_calib()
+        else:
+            quantizer.disable_calib()
 
 
 def _collect(model, refs, acts, data, forward_fn, num_batches):
     """Run the data through the float model with the activation quantizers collecting; returns the batch count."""
-    saved = [(r.quantizer._if_quant, r.quantizer._if_calib) for r in refs]  # pylint: disable=protected-access
+    saved = [(r.quantizer.is_quant_enabled, r.quantizer.is_calib_enabled) for r in refs]
     for ref in refs:
         ref.quantizer.disable_quant()
     for ref in acts:
@@ -127,9 +135,9 @@ def calibrate(model, data, *, forward_fn=None, num_batches=None, method="max", p
         raise ValueError("model has no quantizers; run quantize_model(model, config) before calibrate")
     acts = [r for r in refs if r.role == "input" and r.active]
     for ref in acts:
-        ref.quantizer._calibrator = _make_calibrator(ref.quantizer, method, skip_zeros)  # pylint: disable=W0212
+        ref.quantizer.calibrator = _make_calibrator(ref.quantizer, method, skip_zeros)
     seen = _collect(model, refs, acts, data, forward_fn, num_batches)
-    reduce_calibrators([r.quantizer._calibrator for r in acts], group=group)  # pylint: disable=protected-access
+    reduce_calibrators([r.quantizer.calibrator for r in acts], group=group)
     table = load_amax(model, method, percentile=percentile)
     table.title = f"calibration ({seen} batches, {method})"
     return table
@@ -150,9 +158,9 @@ def load_amax(model, method="max", *, percentile=99.99):
         q.enable_quant()
         status = "ok"
         if not ref.active:
-            status = "disabled" if q._disabled else "quant_act=False"  # pylint: disable=protected-access
+            status = "quant_act=False" if q.is_enabled else "disabled"
         elif ref.role == "input":
-            amax = _compute(q._calibrator, method, percentile)  # pylint: disable=protected-access
+            amax = _compute(q.calibrator, method, percentile)
             if amax is None:
                 status = "not reached by the data"
                 unreached.append(ref.name)

@@ -18,7 +18,7 @@ class QuantizerRef:
     @property
     def active(self):
         """False when the quantizer is disabled or its layer skips input quantization (``quant_act=False``)."""
-        if self.quantizer._disabled:  # pylint: disable=protected-access
+        if not self.quantizer.is_enabled:
             return False
         return self.role == "weight" or getattr(self.layer, "quant_act", True)
 
@@ -59,5 +59,13 @@ def set_amax(quantizer, value, device=None):
     if device is None:
         device = current.device if current is not None else value.device
     if current is not None and (current.shape != value.shape or current.device != torch.device(device)):
-        del quantizer._amax  # pylint: disable=protected-access
+        quantizer.reset_amax()
     quantizer.amax = value.to(device)
+
+
+def set_enabled(quantizer, enabled):
+    """``quantizer.enable()`` or ``quantizer.disable()``."""
+    if enabled:
+        quantizer.enable()
+    else:
+        quantizer.disable()

@@ -11,7 +11,7 @@ import os
 import torch
 
 from pytorch_quantization.ptq.forward import eval_mode, power_ratio_db, run_forward, sqnr_db
-from pytorch_quantization.ptq.quantizers import find_quantizers
+from pytorch_quantization.ptq.quantizers import find_quantizers, set_enabled
 from pytorch_quantization.ptq.atomic_io import atomic_write
 from pytorch_quantization.ptq.table import Table
 
@@ -91,7 +91,7 @@ def report(model, data, *, forward_fn=None, num_batches=1):
     names = {id(ref.quantizer): ref.name for ref in refs}
 
     def hook(quantizer, args, output):
-        if quantizer._disabled:  # pylint: disable=protected-access  (the float reference pass)
+        if not quantizer.is_enabled:  # the float reference pass
             return
         x = args[0].detach().double()
         acc = sums[names[id(quantizer)]]
@@ -106,14 +106,14 @@ def report(model, data, *, forward_fn=None, num_batches=1):
                 if seen >= num_batches:
                     break
                 quant_outs.append(run_forward(model, batch, forward_fn))
-                saved = [r.quantizer._disabled for r in refs]  # pylint: disable=protected-access
+                saved = [r.quantizer.is_enabled for r in refs]
                 for r in refs:
                     r.quantizer.disable()
                 try:
                     float_outs.append(run_forward(model, batch, forward_fn))
                 finally:
-                    for r, was in zip(refs, saved):
-                        r.quantizer._disabled = was  # pylint: disable=protected-access
+                    for r, was_enabled in zip(refs, saved):
+                        set_enabled(r.quantizer, was_enabled)
                 seen += 1
     finally:
         for h in handles:

@@ -18,7 +18,7 @@ import torch
 
 from pytorch_quantization.ptq.filters import NameFilter
 from pytorch_quantization.ptq.forward import run_forward, sqnr_db
-from pytorch_quantization.ptq.quantizers import find_quantizers
+from pytorch_quantization.ptq.quantizers import find_quantizers, set_enabled
 from pytorch_quantization.ptq.table import Table
 
 __all__ = ["sensitivity", "keep_float"]
@@ -79,12 +79,12 @@ def sensitivity(model, eval_fn=None, *, mode="one_quantized", layers=None, sampl
         raise ValueError("pass eval_fn (a metric) and/or sample (a batch for output SQNR)")
     grouped = _layers(model, layers)
     all_refs = find_quantizers(model)
-    original = [ref.quantizer._disabled for ref in all_refs]  # pylint: disable=protected-access
+    original = [ref.quantizer.is_enabled for ref in all_refs]
     sign = 1.0 if higher_is_better else -1.0
 
     def set_state(float_layers):
-        for ref, was_disabled in zip(all_refs, original):
-            ref.quantizer._disabled = was_disabled or ref.layer_name in float_layers  # pylint: disable=W0212
+        for ref, was_enabled in zip(all_refs, original):
+            set_enabled(ref.quantizer, was_enabled and ref.layer_name not in float_layers)
 
     rows = []
     everything = {r.layer_name for r in all_refs}

@@ -404,3 +404,36 @@ class TensorQuantizer(nn.Module):
             if key in state_dict and name not in self._buffers:
                 self.register_buffer(name, state_dict[key].detach().clone())
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    # ----------------------------------------------------------------- public state for tools (ptq, integration)
+    @property
+    def is_enabled(self) -> bool:
+        """False after ``disable()`` (the module then returns its input unchanged)."""
+        return not self._disabled
+
+    @property
+    def is_quant_enabled(self) -> bool:
+        """Whether the quantization stage runs (``enable_quant`` / ``disable_quant``)."""
+        return self._if_quant
+
+    @property
+    def is_calib_enabled(self) -> bool:
+        """Whether inputs are fed to the calibrator (``enable_calib`` / ``disable_calib``)."""
+        return self._if_calib
+
+    @property
+    def calibrator(self):
+        """The calibrator that collects statistics while calibrating (None when none was created)."""
+        return self._calibrator
+
+    @calibrator.setter
+    def calibrator(self, value):
+        if not isinstance(value, calib.calibrator._Calibrator):  # pylint: disable=protected-access
+            raise TypeError(f"calibrator must be a calibrator such as calib.MaxCalibrator or "
+                            f"calib.HistogramCalibrator, got {type(value).__name__}")
+        self._calibrator = value
+
+    def reset_amax(self) -> None:
+        """Forget the static amax, so the range is dynamic again (then any amax shape can be set)."""
+        if "_amax" in self._buffers:
+            del self._amax
