@@ -202,6 +202,6 @@ class HistogramCalibrator(_Calibrator):
 def __getattr__(name):
     """``calib.histogram.calibrate_weights`` (upstream's location) without an import cycle."""
     if name == "calibrate_weights":
-        from pytorch_quantization.calib.weights import calibrate_weights  # pylint: disable=import-outside-toplevel
+        from pytorch_quantization.calib import calibrate_weights  # pylint: disable=import-outside-toplevel
         return calibrate_weights
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -4,6 +4,7 @@ import logging
 import torch
 
 from pytorch_quantization.calib.histogram import HistogramCalibrator
+from pytorch_quantization.utils.channel_axis import out_channel_axis
 from pytorch_quantization.utils.reduce_amax import reduce_amax
 
 __all__ = ["calibrate_weights"]
@@ -27,8 +28,9 @@ def calibrate_weights(model, method="percentile", perchannel=True, percentile=99
 
     Applies to every submodule with a ``weight`` and a ``weight_quantizer`` (the quant modules of
     ``pytorch_quantization.nn``). ``method`` (``"max"``, ``"mse"`` or ``"percentile"``) is used whatever the
-    quantizer's own calibrator is. With ``perchannel`` the amax is per output channel: axis 1 for transposed
-    convolutions (their weight is ``[in, out, ...]``), axis 0 otherwise; each channel gets its own histogram of
+    quantizer's own calibrator is. With ``perchannel`` the amax is per output channel, along the axis
+    ``utils.channel_axis.out_channel_axis`` gives (1 for transposed convolutions, whose weight is ``[in, out, ...]``;
+    0 for convolutions and Linear); each channel gets its own histogram of
     ``num_bins`` bins (see ``HistogramCalibrator``). MSE starts its search at bin ``min(128, num_bins // 2)``.
     """
     if method not in _METHODS:
@@ -43,8 +45,7 @@ def calibrate_weights(model, method="percentile", perchannel=True, percentile=99
         if not perchannel:
             quantizer.amax = _amax_of(weight, *args)
             continue
-        transposed = isinstance(module, torch.nn.modules.conv._ConvTransposeNd)  # pylint: disable=protected-access
-        axis = 1 if transposed else 0
+        axis = out_channel_axis(module)
         amax = torch.stack([_amax_of(weight.select(axis, i), *args) for i in range(weight.shape[axis])])
         shape = [1] * weight.dim()
         shape[axis] = weight.shape[axis]

@@ -4,7 +4,7 @@ import torch
 from pytorch_quantization.nn.modules.tensor_quantizer import TensorQuantizer
 from pytorch_quantization.utils import reduce_amax
 
-__all__ = ["QuantizerRef", "find_quantizers", "quant_layers", "weight_amax", "set_amax"]
+__all__ = ["QuantizerRef", "find_quantizers", "quant_layers", "amax_shape", "weight_amax", "set_amax", "set_enabled"]
 
 
 class QuantizerRef:
@@ -40,11 +40,24 @@ def quant_layers(model):
     return {ref.layer_name: ref.layer for ref in find_quantizers(model)}
 
 
+def _kept(ndim, axis):
+    return {a % ndim for a in (axis if isinstance(axis, (tuple, list)) else (axis,))}
+
+
+def amax_shape(shape, axis):
+    """The shape of a per-channel amax for a tensor of ``shape`` (dims kept, e.g. ``[C, 1, 1, 1]``); None for
+    per-tensor (``axis`` None)."""
+    if axis is None:
+        return None
+    keep = _kept(len(shape), axis)
+    return [size if i in keep else 1 for i, size in enumerate(shape)]
+
+
 def weight_amax(weight, axis):
-    """``max|weight|`` per tensor (axis None) or over every dim except ``axis`` (dims kept, e.g. ``[C, 1, 1, 1]``)."""
+    """``max|weight|`` per tensor (axis None) or over every dim except ``axis`` (shape ``amax_shape``)."""
     if axis is None:
         return reduce_amax(weight)
-    keep = {a % weight.dim() for a in (axis if isinstance(axis, (tuple, list)) else (axis,))}
+    keep = _kept(weight.dim(), axis)
     reduce = [i for i in range(weight.dim()) if i not in keep]
     return reduce_amax(weight, axis=reduce, keepdims=True) if reduce else weight.detach().abs()
 
