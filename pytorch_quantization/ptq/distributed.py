@@ -13,7 +13,7 @@ from pytorch_quantization.calib import HistogramCalibrator, MaxCalibrator
 __all__ = ["world_size", "reduce_calibrators"]
 
 
-def world_size(group=None):
+def world_size(group=None) -> int:
     """Number of ranks in ``group``, or 1 when torch.distributed is not initialized."""
     dist = torch.distributed
     if not dist.is_available() or not dist.is_initialized():
@@ -28,7 +28,7 @@ def _comm_device(group):
     return torch.device("cpu")
 
 
-def reduce_calibrators(calibrators, group=None):
+def reduce_calibrators(calibrators: list, group=None) -> None:
     """All-reduce a list of calibrators (MaxCalibrator / HistogramCalibrator) in place; no-op on one rank."""
     if world_size(group) == 1:
         return

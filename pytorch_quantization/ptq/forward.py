@@ -1,12 +1,13 @@
 """How PTQ calls a model on one batch, and how it compares outputs."""
 import math
+from typing import Callable, Optional
 
 import torch
 
 __all__ = ["run_forward", "flatten_tensors", "sqnr_db", "power_ratio_db", "eval_mode"]
 
 
-def run_forward(model, batch, forward_fn=None):
+def run_forward(model: torch.nn.Module, batch, forward_fn: Optional[Callable] = None):
     """``forward_fn(model, batch)`` when given; else ``model(**batch)`` for a dict, ``model(*batch)`` for a
     tuple / list, ``model(batch)`` otherwise (a tensor, a spconv SparseConvTensor, ...)."""
     if forward_fn is not None:
@@ -31,7 +32,7 @@ def flatten_tensors(output):
     return []
 
 
-def sqnr_db(reference, test):
+def sqnr_db(reference, test) -> float:
     """Signal-to-quantization-noise ratio ``10 log10(sum(ref^2) / sum((ref - test)^2))`` in dB.
 
     Both may be tensors or nested outputs with the same structure. ``inf`` when identical, ``-inf`` when the

@@ -1,4 +1,6 @@
 """Finding the quantizers of a model and reading / writing their ranges."""
+from typing import Dict, List
+
 import torch
 
 from pytorch_quantization.nn.modules.tensor_quantizer import TensorQuantizer
@@ -16,14 +18,14 @@ class QuantizerRef:
         self.name, self.quantizer, self.layer_name, self.layer, self.role = name, quantizer, layer_name, layer, role
 
     @property
-    def active(self):
+    def active(self) -> bool:
         """False when the quantizer is disabled or its layer skips input quantization (``quant_act=False``)."""
         if not self.quantizer.is_enabled:
             return False
         return self.role == "weight" or getattr(self.layer, "quant_act", True)
 
 
-def find_quantizers(model):
+def find_quantizers(model: torch.nn.Module) -> List[QuantizerRef]:
     """Every ``TensorQuantizer`` directly held by a layer, as ``QuantizerRef`` in module order."""
     refs = []
     for layer_name, layer in model.named_modules():
@@ -35,7 +37,7 @@ def find_quantizers(model):
     return refs
 
 
-def quant_layers(model):
+def quant_layers(model: torch.nn.Module) -> Dict[str, torch.nn.Module]:
     """``{layer name: layer}`` of every module that holds at least one quantizer, in module order."""
     return {ref.layer_name: ref.layer for ref in find_quantizers(model)}
 

@@ -7,6 +7,7 @@ through the quantized model (so it includes upstream quantization error, as depl
 """
 import math
 import os
+from typing import Callable, Iterable, List, Optional
 
 import torch
 
@@ -21,7 +22,7 @@ __all__ = ["report", "Report"]
 class Report:
     """A per-layer ``table`` plus the model output SQNR; ``save(out_dir)`` writes markdown, CSV and a PNG."""
 
-    def __init__(self, table, output_sqnr_db):
+    def __init__(self, table: Table, output_sqnr_db: float):
         self.table = table
         self.output_sqnr_db = output_sqnr_db
 
@@ -34,7 +35,7 @@ class Report:
     def to_csv(self):
         return self.table.to_csv()
 
-    def save(self, out_dir, name="ptq_report"):
+    def save(self, out_dir: str, name: str = "ptq_report") -> List[str]:
         """Write ``<name>.md``, ``<name>.csv`` and, when matplotlib imports, ``<name>.png`` into ``out_dir``.
 
         Returns the paths written (a message is printed instead of the PNG without matplotlib).
@@ -50,7 +51,7 @@ class Report:
             paths.append(png)
         return paths
 
-    def plot(self, path):
+    def plot(self, path: str) -> bool:
         """Bar chart of weight and input SQNR per layer; returns False (with a message) without matplotlib."""
         try:
             import matplotlib  # pylint: disable=import-outside-toplevel
@@ -78,7 +79,8 @@ class Report:
         return True
 
 
-def report(model, data, *, forward_fn=None, num_batches=1):
+def report(model: torch.nn.Module, data: Iterable, *, forward_fn: Optional[Callable] = None,
+           num_batches: int = 1) -> Report:
     """Measure every quantized layer of a calibrated ``model`` on up to ``num_batches`` batches of ``data``.
 
     Returns:

@@ -13,6 +13,7 @@ against the float model. Quantizers are only switched (``disable`` / ``enable``)
 restored afterwards. ``keep_float(model, names)`` then leaves chosen layers in float for good.
 """
 import math
+from typing import Callable, List, Optional
 
 import torch
 
@@ -56,8 +57,9 @@ def _evaluate(model, eval_fn, sample, forward_fn):
         return metric, None if sample is None else run_forward(model, sample, forward_fn)
 
 
-def sensitivity(model, eval_fn=None, *, mode="one_quantized", layers=None, sample=None, forward_fn=None,
-                higher_is_better=True):
+def sensitivity(model: torch.nn.Module, eval_fn: Optional[Callable[[torch.nn.Module], float]] = None, *,
+                mode: str = "one_quantized", layers=None, sample=None,
+                forward_fn: Optional[Callable] = None, higher_is_better: bool = True) -> Table:
     """Per-layer quantization sensitivity of a calibrated model (see the module docstring).
 
     Args:
@@ -117,7 +119,7 @@ def sensitivity(model, eval_fn=None, *, mode="one_quantized", layers=None, sampl
     return table
 
 
-def keep_float(model, names):
+def keep_float(model: torch.nn.Module, names) -> List[str]:
     """Disable the quantizers of the quantized layers matching ``names`` (names, globs, regexes or a callable).
 
     Returns the layer names now kept in float. Raises ValueError when an entry matches no quantized layer.

@@ -6,6 +6,7 @@ per-layer report) is one of these, so they all print, save and compare the same 
 import csv
 import io
 import math
+from typing import List
 
 from pytorch_quantization.ptq.atomic_io import atomic_write_text
 
@@ -39,12 +40,12 @@ class Table:
                              f"{self.columns}")
         self.rows.append(row)
 
-    def column(self, name):
+    def column(self, name: str) -> list:
         """The values of one column, in row order."""
         idx = self.columns.index(name)
         return [row[idx] for row in self.rows]
 
-    def records(self):
+    def records(self) -> List[dict]:
         """Rows as dicts keyed by column name."""
         return [dict(zip(self.columns, row)) for row in self.rows]
 
@@ -62,13 +63,13 @@ class Table:
 
     __repr__ = __str__
 
-    def to_markdown(self):
+    def to_markdown(self) -> str:
         head = ["| " + " | ".join(self.columns) + " |", "|" + "|".join("---" for _ in self.columns) + "|"]
         body = ["| " + " | ".join(_cell(v).replace("|", "\\|") for v in row) + " |" for row in self.rows]
         title = [f"### {self.title}", ""] if self.title else []
         return "\n".join(title + head + body) + "\n"
 
-    def to_csv(self):
+    def to_csv(self) -> str:
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
         writer.writerow(self.columns)
@@ -76,7 +77,7 @@ class Table:
             writer.writerow(["" if v is None else v for v in row])
         return buf.getvalue()
 
-    def save(self, path):
+    def save(self, path) -> None:
         """Write as CSV (``.csv``) or markdown (anything else), atomically."""
         text = self.to_csv() if str(path).endswith(".csv") else self.to_markdown()
         atomic_write_text(path, text)
