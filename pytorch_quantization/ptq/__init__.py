@@ -12,7 +12,9 @@ Typical flow::
 
 Each step lives in its own module: ``config`` (PTQConfig, presets, YAML/JSON), ``swap`` (quantize_model),
 ``sparse`` (spconv layers), ``residual`` (QuantAdd), ``bn_fold``, ``calibrate``, ``distributed``, ``calib_io``,
-``sensitivity``, ``report``.
+``sensitivity``, ``report``. Which layers are quantized with which class is ``pytorch_quantization.layer_registry``
+(``layer_types`` adds spconv's), and which weight axis holds output channels is
+``pytorch_quantization.utils.channel_axis``.
 """
 from pytorch_quantization.ptq.config import PTQConfig, PRESETS, CALIB_METHODS
 from pytorch_quantization.ptq.table import Table

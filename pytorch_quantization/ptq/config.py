@@ -23,6 +23,9 @@ name       weights                                              activations
 
 Integer presets use ``narrow_range=True`` (grid ``[-127, 127]``), the symmetric grid upstream
 pytorch-quantization's GPU kernels always used and TensorRT's weight quantization implies.
+
+A weight ``axis`` of 0 means per output channel: ``quantize_model`` gives each layer its own output-channel
+axis (``utils.channel_axis.out_channel_axis``: 1 for transposed convolutions, as in 2.2.1).
 """
 import copy
 import dataclasses
