@@ -180,6 +180,28 @@ def test_layout_chain_with_another_reader_is_left():
     torch.testing.assert_close(model(x), ref, rtol=0, atol=0)
 
 
+class InPlaceBetween(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.bn = nn.BatchNorm2d(4)
+
+    def forward(self, x):
+        y = self.conv(x)
+        y.mul_(2.0)  # changes the data the BN sees: the conv alone cannot absorb the BN
+        return self.bn(y)
+
+
+def test_in_place_op_between_producer_and_bn_is_left():
+    torch.manual_seed(8)
+    model = _randomize_bn(InPlaceBetween()).eval()
+    x = torch.randn(2, 3, 6, 6)
+    ref = model(x)
+    with pytest.warns(UserWarning, match="conv -> bn"):
+        assert fold_batchnorm(model, x).column("status") == ["left: producer output also read by other layers or ops"]
+    torch.testing.assert_close(model(x), ref, rtol=0, atol=0)
+
+
 class MetadataReads(nn.Module):
     """Reading a shape or calling a no-op ``contiguous`` on the conv output does not read its data twice."""
 

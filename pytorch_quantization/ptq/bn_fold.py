@@ -113,10 +113,14 @@ class _Readers(TorchFunctionMode):
         outs = _tensors(out)
         if self.inside_bn or not outs:  # metadata (size, dim, ...) reads no data
             return out
-        read = [t for t in _tensors((args, kwargs)) if id(t) in self.tensors and all(t is not o for o in outs)]
+        name = getattr(func, "__name__", "")
+        in_place = name.startswith("__i") or (name.endswith("_") and not name.endswith("__"))
+        # a call returning its input unchanged (contiguous() of a contiguous tensor) reads nothing new
+        read = [t for t in _tensors((args, kwargs))
+                if id(t) in self.tensors and (in_place or all(t is not o for o in outs))]
         for tensor in read:
             self.read(tensor)
-        if len(read) == 1 and getattr(func, "__name__", "") in _LAYOUT_OPS and isinstance(out, torch.Tensor):
+        if len(read) == 1 and name in _LAYOUT_OPS and isinstance(out, torch.Tensor):
             self.watch(out, source=id(read[0]))
         return out
 
