@@ -108,7 +108,7 @@ def _convert(module, quant_cls, desc_weight, desc_input):
     return new
 
 
-def layer_settings(module, weight):
+def _layer_weight_settings(module, weight):
     """The weight settings for ``module``: a config's per-channel ``axis`` 0 means "per output channel", so it
     becomes the layer's output-channel axis (1 for transposed convs, see ``utils.channel_axis``)."""
     if weight is None or weight.get("axis") not in (0, (0,)):
@@ -163,7 +163,7 @@ def _conflict(module, weight, inp):
 
 
 def quantize_model(model: torch.nn.Module, config: Union[PTQConfig, str, dict] = "w8a8", *, skip=None,
-                   overrides: Optional[dict] = None) -> "SwapSummary":
+                   overrides: Optional[dict] = None) -> SwapSummary:
     """Swap every supported layer of ``model`` for its quantized version, in place.
 
     Args:
@@ -214,7 +214,7 @@ def quantize_model(model: torch.nn.Module, config: Union[PTQConfig, str, dict] =
             summary.add([name, kind, "left", NameFilter.describe(hit)])
             continue
         weight, inp = config.settings_for(name)
-        weight = layer_settings(module, weight)
+        weight = _layer_weight_settings(module, weight)
         if quantized:
             problem = _conflict(module, weight, inp)
             if problem is not None:
