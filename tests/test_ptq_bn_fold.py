@@ -1,4 +1,6 @@
 """fold_batchnorm: outputs unchanged (eval mode), BNs replaced, both pairing rules, skip."""
+import warnings
+
 import pytest
 import torch
 from torch import nn
@@ -180,48 +182,39 @@ def test_layout_chain_with_another_reader_is_left():
     torch.testing.assert_close(model(x), ref, rtol=0, atol=0)
 
 
-class InPlaceBetween(nn.Module):
-    def __init__(self):
+class ConvOpBN(nn.Module):
+    """``bn(op(conv(x)))``."""
+
+    def __init__(self, op):
         super().__init__()
         self.conv = nn.Conv2d(3, 4, 3)
         self.bn = nn.BatchNorm2d(4)
+        self.op = op
 
     def forward(self, x):
-        y = self.conv(x)
-        y.mul_(2.0)  # changes the data the BN sees: the conv alone cannot absorb the BN
-        return self.bn(y)
+        return self.bn(self.op(self.conv(x)))
 
 
-def test_in_place_op_between_producer_and_bn_is_left():
+def _metadata_then_noop(y):
+    assert y.shape[1] == y.size(1) == 4 and y.dim() == 4
+    return y.contiguous()  # already contiguous: returns y itself
+
+
+@pytest.mark.parametrize("op, folds", [
+    (_metadata_then_noop, True),  # shape reads and a no-op are not second readers
+    (lambda y: y.mul_(2.0), False),  # an in-place change: the conv alone cannot absorb the BN any more
+], ids=["metadata", "in_place"])
+def test_metadata_reads_fold_and_in_place_changes_do_not(op, folds):
     torch.manual_seed(8)
-    model = _randomize_bn(InPlaceBetween()).eval()
+    model = _randomize_bn(ConvOpBN(op)).eval()
     x = torch.randn(2, 3, 6, 6)
     ref = model(x)
-    with pytest.warns(UserWarning, match="conv -> bn"):
-        assert fold_batchnorm(model, x).column("status") == ["left: producer output also read by other layers or ops"]
-    torch.testing.assert_close(model(x), ref, rtol=0, atol=0)
-
-
-class MetadataReads(nn.Module):
-    """Reading a shape or calling a no-op ``contiguous`` on the conv output does not read its data twice."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(3, 4, 3)
-        self.bn = nn.BatchNorm2d(4)
-
-    def forward(self, x):
-        y = self.conv(x)
-        assert y.shape[1] == y.size(1) == 4 and y.dim() == 4
-        return self.bn(y.contiguous())
-
-
-def test_metadata_reads_do_not_block_folding():
-    torch.manual_seed(6)
-    model = _randomize_bn(MetadataReads()).eval()
-    x = torch.randn(2, 3, 6, 6)
-    ref = model(x)
-    assert fold_batchnorm(model, x).column("status") == ["folded"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        table = fold_batchnorm(model, x)
+    assert table.column("status") == (["folded"] if folds else ["left: " + "producer output also read by other "
+                                                                 "layers or ops"])
+    assert [str(w.message).endswith("conv -> bn") for w in caught] == ([] if folds else [True])
     torch.testing.assert_close(model(x), ref, rtol=1e-5, atol=1e-5)
 
 
