@@ -1,9 +1,13 @@
 """method='auto': the per-quantizer amax minimising the layer output error, on cases with a known answer."""
 import copy
+import os
+import socket
 import warnings
 
 import pytest
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 from torch import nn
 
 from pytorch_quantization import ptq
@@ -161,3 +165,42 @@ def test_auto_amax_needs_cached_inputs():
         ptq.auto_amax(model, stats)
     with pytest.raises(ValueError, match="load_amax cannot choose method='auto'"):
         ptq.load_amax(model, "auto")
+
+
+def _conv_model():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1))
+    ptq.quantize_model(model, "w8a8")
+    return model
+
+
+def _conv_data():
+    gen = torch.Generator().manual_seed(1)
+    out = [torch.randn(2, 2, 8, 8, generator=gen) * (1 + 3 * i) for i in range(4)]
+    out[1][0, 0, 0, 0] = 80.0
+    return out
+
+
+def _auto_worker(rank, world, port, out_dir):
+    os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "127.0.0.1", str(port)
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        model = _conv_model()
+        stats = ptq.collect_statistics(model, _conv_data()[rank::world], cache_batches=2)
+        torch.save(ptq.auto_amax(model, stats).choices, os.path.join(out_dir, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.skipif(not dist.is_available(), reason="this torch build has no torch.distributed")
+def test_two_ranks_choose_what_one_process_with_all_data_chooses(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_auto_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    model = _conv_model()
+    single = ptq.auto_amax(model, ptq.collect_statistics(model, _conv_data(), cache_batches=4)).choices
+    assert ranks[0] == ranks[1]
+    assert {k: v["amax"] for k, v in ranks[0].items()} == {k: v["amax"] for k, v in single.items()}
