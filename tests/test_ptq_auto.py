@@ -12,6 +12,7 @@ from torch import nn
 
 from pytorch_quantization import ptq
 from pytorch_quantization.ptq.calibrate import AUTO_CACHE_BATCHES
+from raw_points import raw_points
 
 
 def _sparse_outliers(batches=4):
@@ -77,19 +78,6 @@ def test_layer_that_uses_the_outlier_channel_keeps_the_range():
     assert float(model[0]._input_quantizer.amax) >= 100 - 100 / 127
 
 
-def _raw_points(seed=0, batches=3):
-    """PFN-like inputs: x, y in +-8 m, small offsets, and an intensity channel with a rare tail up to 210."""
-    gen = torch.Generator().manual_seed(seed)
-    out = []
-    for _ in range(batches):
-        pts = torch.randn(500, 32, 10, generator=gen) * 0.3
-        pts[..., 0:2] = (torch.rand(500, 32, 2, generator=gen) * 2 - 1) * 8
-        pts[..., 3] = (-torch.log(torch.rand(500, 32, generator=gen)) / 0.27).clamp(max=210)
-        pts[0, 0, 3] = 210.0
-        out.append(pts)
-    return out
-
-
 def _layer_error(model, data):
     refs = ptq.find_quantizers(model)
     with torch.no_grad():
@@ -106,7 +94,7 @@ def test_auto_is_at_least_as_good_as_every_single_method_and_never_collapses():
     torch.manual_seed(0)
     base = nn.Sequential(nn.Linear(10, 32))
     ptq.quantize_model(base, "w8a8")
-    data = _raw_points()
+    data = raw_points()
     cached = data[:AUTO_CACHE_BATCHES]
     errors = {}
     for method in ("max", "percentile", "mse", "entropy", "auto"):

@@ -8,6 +8,7 @@ from torch import nn
 from pytorch_quantization import ptq
 from pytorch_quantization.calib import HistogramCalibrator
 from pytorch_quantization.ptq.diagnostics import clipped_fraction
+from raw_points import raw_points
 
 PFN = "pts_voxel_encoder.pfn_layers.0.linear"
 
@@ -36,19 +37,6 @@ class _Pillars(nn.Module):
         return self.head(torch.relu(self.pts_voxel_encoder.pfn_layers[0].linear(points)).amax(1))
 
 
-def _raw_points(seed=0, batches=3):
-    """x, y in +-8 m, small offsets, and an intensity channel whose rare tail reaches 210."""
-    gen = torch.Generator().manual_seed(seed)
-    out = []
-    for _ in range(batches):
-        pts = torch.randn(500, 32, 10, generator=gen) * 0.3
-        pts[..., 0:2] = (torch.rand(500, 32, 2, generator=gen) * 2 - 1) * 8
-        pts[..., 3] = (-torch.log(torch.rand(500, 32, generator=gen)) / 0.27).clamp(max=210)
-        pts[0, 0, 3] = 210.0
-        out.append(pts)
-    return out
-
-
 def _model():
     torch.manual_seed(0)
     model = _Pillars()
@@ -59,7 +47,7 @@ def _model():
 def _calibrate(model, method):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        table = ptq.calibrate(model, _raw_points(), method=method)
+        table = ptq.calibrate(model, raw_points(), method=method)
     return table, [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
 
 
@@ -86,7 +74,7 @@ def test_max_calibration_clips_nothing_and_does_not_warn():
 
 
 def test_clipped_fraction_matches_a_direct_count():
-    data = torch.cat([x.flatten() for x in _raw_points()])
+    data = torch.cat([x.flatten() for x in raw_points()])
     hist = HistogramCalibrator(8, None, False)
     hist.collect(data)
     bin_width = hist.calib_range / 2048
@@ -103,7 +91,7 @@ def test_input_layers_and_thresholds_are_configurable():
     only_head = ptq.clipping_diagnostics(model, input_layers="head", threshold=0.5, method="entropy")
     assert [r["input_layer"] for r in only_head.table.records()] == [False, True]
     assert not any(PFN in line for line in only_head.warnings)  # now an ordinary layer below the 50% threshold
-    stats = ptq.collect_statistics(model, _raw_points(), skip_zeros=False)
+    stats = ptq.collect_statistics(model, raw_points(), skip_zeros=False)
     with_stats = ptq.clipping_diagnostics(model, stats, method="entropy")
     assert any(PFN in line for line in with_stats.warnings)
     with pytest.raises(ValueError, match="input_threshold"):

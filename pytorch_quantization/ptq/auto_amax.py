@@ -43,7 +43,7 @@ def amax_candidates(stats, name, grid=16):
             continue
         suffix = "+skip_zeros" if skip else ""
         for method, percentile in [("percentile", p) for p in PERCENTILES] + [("mse", None), ("entropy", None)]:
-            if method == "entropy" and isinstance(hist._num_bits, tuple):  # pylint: disable=protected-access
+            if method == "entropy" and isinstance(stats.num_bits[name], tuple):  # no entropy for E4M3
                 continue
             amax = histogram_amax(hist, method, percentile)
             if amax is not None:

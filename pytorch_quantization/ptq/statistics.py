@@ -132,12 +132,14 @@ class _InputCache:
         self._handles = [layer.register_forward_pre_hook(self._hook(name), with_kwargs=True)
                          for name, layer in layers.items()]
 
+    def _keep(self, value):
+        return _shrink(value.detach(), self._budget) if isinstance(value, torch.Tensor) else value
+
     def _hook(self, name):
         def hook(_module, args, kwargs):
             kept = self.inputs[name]
             if len(kept) < self._batches:
-                detach = lambda v: _shrink(v.detach(), self._budget) if isinstance(v, torch.Tensor) else v  # noqa
-                kept.append((tuple(detach(a) for a in args), {k: detach(v) for k, v in kwargs.items()}))
+                kept.append((tuple(self._keep(a) for a in args), {k: self._keep(v) for k, v in kwargs.items()}))
         return hook
 
     def remove(self):
@@ -153,11 +155,13 @@ class ActivationStatistics:
         order: quantizer names in the order they first saw data during the pass (execution order).
         skip_zeros: the histogram variants held (a tuple of bools).
         batches: how many batches the pass ran.
-        inputs: ``{layer name: [(args, kwargs), ...]}`` cached float inputs (empty without ``cache_batches``).
+        inputs: ``{layer name: [(args, kwargs), ...]}`` the float inputs of each layer's first ``cache_batches``
+            calls (empty without ``cache_batches``).
         layer_of: ``{quantizer name: layer name}``.
+        num_bits: ``{quantizer name: num_bits}``.
     """
 
-    def __init__(self, max_calibrators, histograms, skip_zeros, order, batches, inputs, layer_of):
+    def __init__(self, max_calibrators, histograms, skip_zeros, order, batches, inputs, layer_of, num_bits):
         self._max = max_calibrators
         self._hist = histograms
         self.skip_zeros = tuple(skip_zeros)
@@ -166,6 +170,7 @@ class ActivationStatistics:
         self.batches = batches
         self.inputs = inputs
         self.layer_of = layer_of
+        self.num_bits = num_bits
 
     def max_calibrator(self, name):
         """The ``MaxCalibrator`` of quantizer ``name``."""
@@ -247,7 +252,8 @@ def collect_statistics(model, data, *, forward_fn=None, num_batches=None, skip_z
             ref.quantizer._calibrator = calibrator  # pylint: disable=protected-access
         set_quantizer_flags(refs, flags)
     stats = ActivationStatistics(max_cals, hists, variants if hists else (), order, seen,
-                                 cache.inputs if cache is not None else {}, {r.name: r.layer_name for r in acts})
+                                 cache.inputs if cache is not None else {}, {r.name: r.layer_name for r in acts},
+                                 {r.name: r.quantizer.num_bits for r in acts})
     reduce_calibrators(stats.calibrators(), group=group)
     return stats
 
