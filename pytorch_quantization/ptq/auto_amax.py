@@ -31,7 +31,8 @@ PERCENTILES = (99.0, 99.9, 99.99, 99.999)
 def amax_candidates(stats, name, grid=16):
     """``[(label, amax float), ...]`` for quantizer ``name``: max, percentiles, mse, entropy, then the grid.
 
-    Values are positive and unique (the first label of a repeated value is kept); empty when no data was seen.
+    Values are float32-exact, positive and unique (the first label of a repeated value is kept); empty when no
+    data was seen.
     """
     data_max = stats.data_max(name)
     if data_max is None or data_max <= 0:
@@ -54,6 +55,7 @@ def amax_candidates(stats, name, grid=16):
         found += [(f"grid {k}/{grid - 1}", low * (data_max / low) ** (k / (grid - 1))) for k in range(1, grid - 1)]
     out, seen = [], set()
     for label, value in found:
+        value = float(torch.tensor(value, dtype=torch.float32))  # what the quantizer will hold
         if value > 0 and value not in seen:
             seen.add(value)
             out.append((label, value))
@@ -148,8 +150,9 @@ def auto_amax(model, stats, *, grid=16, group=None):
                   title=f"auto amax (layer output error, {stats.batches} batches)")
     with torch.no_grad(), eval_mode(model):
         for layer_name, refs in by_layer.items():
-            if stats.inputs.get(layer_name):
-                for row in _choose_layer(refs[0].layer, refs, stats, stats.inputs[layer_name], grid, group):
+            # every rank scores every layer (a rank that cached no input adds zero errors to the all-reduce)
+            if stats.inputs.get(layer_name) or world_size(group) > 1:
+                for row in _choose_layer(refs[0].layer, refs, stats, stats.inputs.get(layer_name, []), grid, group):
                     table.add(row)
     records = table.records()
     table.amaxes = {r["quantizer"]: torch.tensor(r["amax"], dtype=torch.float32) for r in records}
