@@ -5,8 +5,8 @@
   from the float network; the activation quantizers get a fresh calibrator for ``method``: ``MaxCalibrator``
   for ``"max"``, else a bounded ``HistogramCalibrator`` (2048 bins) whose amax is chosen by percentile / MSE /
   entropy; ``"auto"`` collects max and histograms in one pass (``statistics``) and picks per quantizer the
-  candidate that minimises its layer's output error (``auto_amax``). ``skip_zeros`` leaves exact zeros out of the histograms (LiDAR BEV maps are mostly zeros, which
-  otherwise drag percentile / entropy ranges towards 0).
+  candidate that minimises its layer's output error (``auto_amax``). ``skip_zeros`` leaves exact zeros out of
+  the histograms (LiDAR BEV maps are mostly zeros, which otherwise drag percentile / entropy ranges towards 0).
 * Under ``torch.distributed`` the statistics are all-reduced before computing amax (see ``distributed``), so
   every rank gets the amaxes one process would compute from all ranks' data.
 * Afterwards calibration is off and quantization on for every quantizer that was not disabled; the model's
