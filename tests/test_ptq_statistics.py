@@ -126,3 +126,14 @@ def test_errors_name_the_fix():
         ptq.collect_statistics(weight_only, [torch.zeros(1, 4)])
     with pytest.raises(ValueError, match="no batches"):
         ptq.collect_statistics(model, [])
+
+
+def test_per_channel_activation_quantizers_get_maxima_only():
+    model = nn.Sequential(nn.Linear(16, 8))
+    ptq.quantize_model(model, ptq.PTQConfig(input={"num_bits": 8, "axis": 1}))
+    data = _data()
+    stats = ptq.collect_statistics(model, data)
+    expected = torch.stack([x.abs().amax(0) for x in data]).amax(0)
+    assert torch.equal(ptq.compute_amax(stats, "max")["0._input_quantizer"].flatten(), expected)
+    with pytest.raises(ValueError, match="per channel"):
+        ptq.compute_amax(stats, "entropy")

@@ -182,7 +182,8 @@ class ActivationStatistics:
 
     def calibrators(self):
         """Every calibrator held (for distributed reduction), in a stable order."""
-        return [self._max[n] for n in self.names] + [self._hist[(n, s)] for n in self.names for s in self.skip_zeros]
+        return [self._max[n] for n in self.names] + [self._hist[(n, s)] for n in self.names for s in self.skip_zeros
+                                                      if (n, s) in self._hist]
 
     def data_max(self, name):
         """Largest ``|x|`` seen by quantizer ``name`` (a float), or None when it saw no data."""
@@ -251,7 +252,7 @@ def collect_statistics(model, data, *, forward_fn=None, num_batches=None, skip_z
         for ref, calibrator in zip(acts, saved):
             ref.quantizer._calibrator = calibrator  # pylint: disable=protected-access
         set_quantizer_flags(refs, flags)
-    stats = ActivationStatistics(max_cals, hists, variants if hists else (), order, seen,
+    stats = ActivationStatistics(max_cals, hists, variants, order, seen,
                                  cache.inputs if cache is not None else {}, {r.name: r.layer_name for r in acts},
                                  {r.name: r.quantizer.num_bits for r in acts})
     reduce_calibrators(stats.calibrators(), group=group)
@@ -287,6 +288,10 @@ def compute_amax(stats, method, *, percentile=99.99, skip_zeros=False):
     if bool(skip_zeros) not in stats.skip_zeros:
         raise ValueError(f"skip_zeros={skip_zeros} histograms were not collected (held: {stats.skip_zeros}); "
                          f"collect_statistics(..., skip_zeros='both')")
+    per_channel = [name for name in stats.names if stats.histogram(name, skip_zeros) is None]
+    if per_channel:
+        raise ValueError(f"method={method!r} needs per-tensor activation quantizers, but {per_channel[:3]} are per "
+                         "channel (maxima only); use method='max' or per-tensor input descriptors")
     return {name: histogram_amax(stats.histogram(name, skip_zeros), method, percentile) for name in stats.names}
 
 
