@@ -7,7 +7,9 @@ Modes:
 * ``"one_float"``: every layer quantized except one; the metric gain over the fully quantized model is what
   keeping that layer float would buy. Ranked by that gain (largest first).
 * ``"proxy"``: no metric; each layer's own output SQNR on a few batches (``sample`` / ``samples``) from one
-  float pass per batch, in seconds (see ``proxy_sensitivity``). Ranked by that SQNR (lowest first).
+  float pass per batch, in seconds (see ``proxy_sensitivity``). Ranked by that SQNR (lowest first). For the
+  task-output error instead, use ``"one_quantized"`` with ``eval_fn=None`` and ``sample``: the model output
+  SQNR with one layer quantized at a time (one forward per layer).
 
 For each configuration the table records ``eval_fn(model)`` (any scalar metric, higher is better unless
 ``higher_is_better=False``) and, when ``sample`` is given, the SQNR (dB) of the model output on ``sample``

@@ -58,7 +58,7 @@ def plot_class_deltas(deltas, path, metric="AP"):
     if plt is None:
         return False
     configs = list(deltas)
-    classes = sorted({c for per_class in deltas.values() for c in per_class})
+    classes = list(dict.fromkeys(c for per_class in deltas.values() for c in per_class))  # first-seen order
     width = 0.8 / max(1, len(configs))
     fig, ax = plt.subplots(figsize=(max(6.0, 0.7 * len(classes) + 2), 4.0))
     for k, config in enumerate(configs):
@@ -75,16 +75,17 @@ def plot_class_deltas(deltas, path, metric="AP"):
 def plot_layers(layers, clipped, sqnr_db, path, title="per-layer clipping and SQNR"):
     """Two panels over ``layers`` (names): clipped fraction of calibration values (log scale) and SQNR (dB).
 
-    ``clipped`` / ``sqnr_db``: ``{layer: value}`` (missing or NaN values are left blank).
+    ``clipped`` / ``sqnr_db``: ``{layer: value}`` (missing, NaN and zero clipped fractions are left blank).
     """
     plt = _pyplot("per-layer")
     if plt is None:
         return False
     xs = range(len(layers))
     fig, (top, bottom) = plt.subplots(2, 1, sharex=True, figsize=(max(6.0, 0.3 * len(layers) + 2), 6.0))
-    top.bar(xs, [max(clipped.get(n, math.nan), 1e-7) for n in layers], color="C3")
+    fractions = [clipped.get(n, math.nan) for n in layers]
+    top.bar(xs, [v if v > 0 else math.nan for v in fractions], color="C3")  # 0 (nothing clipped): no bar
     top.set_yscale("log")
-    top.set_ylabel("clipped fraction")
+    top.set_ylabel("clipped fraction (no bar: none)")
     top.set_title(title)
     bottom.bar(xs, [sqnr_db.get(n, math.nan) for n in layers], color="C0")
     bottom.set_ylabel("SQNR (dB)")
