@@ -5,8 +5,10 @@ records (predictions with their ground truth, or anything ``metric_fn`` understa
 under two configurations (e.g. fp32 and w8a8). Each bootstrap replicate draws ``len(frames)`` frame indices with
 replacement and evaluates ``metric_fn`` on that list of frames for both configurations, so both see the same
 resampled frames and frame difficulty cancels out of the difference. ``metric_fn`` takes a list of frames and
-returns a number, so set-level metrics (mAP, NDS) work as well as means. The interval is the percentile interval
-of the replicate differences.
+returns a number, so set-level metrics (mAP, NDS) work as well as means; a resampled list holds some frames more
+than once, and ``metric_fn`` must count each copy as a frame of its own (for a detection metric: pool the
+per-frame matched detections and ground-truth counts, rather than re-running an evaluator keyed by frame id).
+The interval is the percentile interval of the replicate differences.
 
 ``spearman`` / ``kendall_tau`` (tau-b, ties handled) compare two score lists; ``rank_agreement`` compares two
 rankings (orders of the same names), e.g. the proxy and the full per-layer sensitivity.
