@@ -62,6 +62,11 @@ def amax_candidates(stats, name, grid=16):
     return out
 
 
+def _data_device(stats, name):
+    """Where quantizer ``name`` saw its data (its amax belongs there: no copy per forward)."""
+    return stats.max_calibrator(name).compute_amax().device
+
+
 def _output_error(layer, inputs, reference):
     """Sum of squared differences between ``layer`` on the cached inputs and the float ``reference`` outputs."""
     total = torch.zeros((), dtype=torch.float64)
@@ -85,7 +90,7 @@ def _choose_layer(layer, quantizers, stats, inputs, grid, group):
     layer_refs = [r for r in find_quantizers(layer) if not r.quantizer._disabled]  # pylint: disable=W0212
     flags = quantizer_flags(layer_refs)
     for ref in quantizers:
-        set_amax(ref.quantizer, stats.data_max(ref.name))
+        set_amax(ref.quantizer, stats.data_max(ref.name), device=_data_device(stats, ref.name))
     try:
         for ref in layer_refs:
             ref.quantizer.disable()
@@ -106,13 +111,13 @@ def _choose(ref, layer, stats, inputs, reference, grid, group):
     cands = amax_candidates(stats, ref.name, grid)
     errors = torch.zeros(len(cands), dtype=torch.float64)
     for i, (_, value) in enumerate(cands):
-        set_amax(ref.quantizer, value)
+        set_amax(ref.quantizer, value, device=_data_device(stats, ref.name))
         errors[i] = _output_error(layer, inputs, reference)
     errors = _sum_over_ranks(errors, group)
     values = torch.tensor([v for _, v in cands], dtype=torch.float64)
     tied = errors == errors.min()
     best = int(torch.nonzero(tied).flatten()[values[tied].argmax()])
-    set_amax(ref.quantizer, cands[best][1])
+    set_amax(ref.quantizer, cands[best][1], device=_data_device(stats, ref.name))
     max_error = float(errors[0])
     return [ref.name, cands[best][0], cands[best][1], cands[best][1] / cands[0][1],
             float(errors[best]) / max_error if max_error > 0 else math.nan, len(cands)]
@@ -155,7 +160,8 @@ def auto_amax(model, stats, *, grid=16, group=None):
                 for row in _choose_layer(refs[0].layer, refs, stats, stats.inputs.get(layer_name, []), grid, group):
                     table.add(row)
     records = table.records()
-    table.amaxes = {r["quantizer"]: torch.tensor(r["amax"], dtype=torch.float32) for r in records}
+    table.amaxes = {r["quantizer"]: torch.tensor(r["amax"], dtype=torch.float32,
+                                                  device=_data_device(stats, r["quantizer"])) for r in records}
     table.labels = {r["quantizer"]: f"auto: {r['choice']}" for r in records}
     table.choices = {r["quantizer"]: {"choice": r["choice"], "amax": r["amax"],
                                       "error_vs_max": None if math.isnan(r["error_vs_max"]) else r["error_vs_max"]}
