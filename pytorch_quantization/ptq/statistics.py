@@ -230,7 +230,7 @@ def collect_statistics(model, data, *, forward_fn=None, num_batches=None, skip_z
     if not acts:
         raise ValueError("model has no active activation quantizers (weight-only config?); nothing to collect")
     max_cals, hists, order = {}, {}, {}
-    saved = [r.quantizer._calibrator for r in acts]  # pylint: disable=protected-access
+    saved = [getattr(r.quantizer, "_calibrator", None) for r in acts]
     for ref in acts:
         q = ref.quantizer
         args = (q.num_bits, q.axis, q.unsigned)
