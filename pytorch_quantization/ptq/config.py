@@ -39,7 +39,7 @@ from pytorch_quantization.ptq.atomic_io import atomic_write_text
 
 __all__ = ["PTQConfig", "PRESETS", "CALIB_METHODS"]
 
-CALIB_METHODS = ("max", "percentile", "mse", "entropy")
+CALIB_METHODS = ("max", "percentile", "mse", "entropy", "auto")
 
 _INT8_CHANNEL = {"num_bits": 8, "axis": 0, "narrow_range": True}
 _INT8_TENSOR = {"num_bits": 8, "narrow_range": True}

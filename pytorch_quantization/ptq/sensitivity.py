@@ -6,6 +6,10 @@ Modes:
   own damage. Ranked by that drop (worst first).
 * ``"one_float"``: every layer quantized except one; the metric gain over the fully quantized model is what
   keeping that layer float would buy. Ranked by that gain (largest first).
+* ``"proxy"``: no metric; each layer's own output SQNR on a few batches (``sample`` / ``samples``) from one
+  float pass per batch, in seconds (see ``proxy_sensitivity``). Ranked by that SQNR (lowest first). For the
+  task-output error instead, use ``"one_quantized"`` with ``eval_fn=None`` and ``sample``: the model output
+  SQNR with one layer quantized at a time (one forward per layer).
 
 For each configuration the table records ``eval_fn(model)`` (any scalar metric, higher is better unless
 ``higher_is_better=False``) and, when ``sample`` is given, the SQNR (dB) of the model output on ``sample``
@@ -13,18 +17,19 @@ against the float model. Quantizers are only switched (``disable`` / ``enable``)
 restored afterwards. ``keep_float(model, names)`` then leaves chosen layers in float for good.
 """
 import math
-from typing import Callable, List, Optional
+from typing import Callable, Iterable, List, Optional
 
 import torch
 
 from pytorch_quantization.ptq.filters import NameFilter
 from pytorch_quantization.ptq.forward import run_forward, sqnr_db
+from pytorch_quantization.ptq.proxy_sensitivity import proxy_sensitivity
 from pytorch_quantization.ptq.quantizers import find_quantizers, set_enabled
 from pytorch_quantization.ptq.table import Table
 
 __all__ = ["sensitivity", "keep_float"]
 
-_MODES = ("one_quantized", "one_float")
+_MODES = ("one_quantized", "one_float", "proxy")
 
 
 def _progress(items, desc):
@@ -59,7 +64,8 @@ def _evaluate(model, eval_fn, sample, forward_fn):
 
 def sensitivity(model: torch.nn.Module, eval_fn: Optional[Callable[[torch.nn.Module], float]] = None, *,
                 mode: str = "one_quantized", layers=None, sample=None,
-                forward_fn: Optional[Callable] = None, higher_is_better: bool = True) -> Table:
+                forward_fn: Optional[Callable] = None, higher_is_better: bool = True,
+                samples: Optional[Iterable] = None) -> Table:
     """Per-layer quantization sensitivity of a calibrated model (see the module docstring).
 
     Args:
@@ -69,14 +75,18 @@ def sensitivity(model: torch.nn.Module, eval_fn: Optional[Callable[[torch.nn.Mod
         layers: restrict to these layer names (glob / regex / callable, as ``skip``); default all quantized layers.
         sample: a batch for the output-SQNR column (``forward_fn(model, sample)`` or ``model(sample)``).
         higher_is_better: direction of ``eval_fn``'s metric.
+        samples: for ``mode="proxy"``, several batches (instead of the one ``sample``).
 
     Returns:
         a ranked ``Table`` (rank, layer, metric, delta, output_sqnr_db); the title gives the float and fully
         quantized metrics. ``delta`` is the metric minus the float metric (one_quantized) or minus the fully
-        quantized metric (one_float).
+        quantized metric (one_float). ``mode="proxy"``: a Table (rank, layer, layer_sqnr_db), ``eval_fn`` unused.
     """
     if mode not in _MODES:
         raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
+    if mode == "proxy":
+        batches = samples if samples is not None else [] if sample is None else [sample]
+        return proxy_sensitivity(model, _layers(model, layers), batches, forward_fn)
     if eval_fn is None and sample is None:
         raise ValueError("pass eval_fn (a metric) and/or sample (a batch for output SQNR)")
     grouped = _layers(model, layers)

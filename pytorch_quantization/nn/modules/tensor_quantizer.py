@@ -428,7 +428,8 @@ class TensorQuantizer(nn.Module):
 
     @calibrator.setter
     def calibrator(self, value):
-        if not isinstance(value, calib.calibrator._Calibrator):  # pylint: disable=protected-access
+        """Set a calibrator, or None to drop it (calibration can then not be enabled)."""
+        if value is not None and not isinstance(value, calib.calibrator._Calibrator):  # pylint: disable=protected-access
             raise TypeError(f"calibrator must be a calibrator such as calib.MaxCalibrator or "
                             f"calib.HistogramCalibrator, got {type(value).__name__}")
         self._calibrator = value
