@@ -1,5 +1,5 @@
 # CenterPoint-pillar reduced for CPU training on the synthetic nuScenes-format
-# dataset (integration/synthetic_nuscenes.py).
+# dataset (integration/data/nuscenes.py).
 #
 # Derived from MMDetection3D's pillar02 config by inheritance.  Values that the
 # base config computes from its own `point_cloud_range` / `voxel_size`

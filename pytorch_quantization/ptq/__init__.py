@@ -11,7 +11,7 @@ Typical flow::
     ptq.keep_float(model, table.column("layer")[:3])
 
 Each step lives in its own module: ``config`` (PTQConfig, presets, YAML/JSON), ``swap`` (quantize_model),
-``sparse`` (spconv layers), ``residual`` (QuantAdd), ``bn_fold``, ``calibrate``, ``distributed``, ``calib_io``,
+``plugins`` (spconv layers, QuantAdd for detector blocks), ``bn_fold``, ``calibrate``, ``distributed``, ``calib_io``,
 ``sensitivity``, ``report``.
 """
 from pytorch_quantization.ptq.config import PTQConfig, PRESETS, CALIB_METHODS
@@ -19,7 +19,7 @@ from pytorch_quantization.ptq.table import Table
 from pytorch_quantization.ptq.forward import sqnr_db
 from pytorch_quantization.ptq.layer_types import HAS_SPCONV
 from pytorch_quantization.ptq.swap import quantize_model, SwapSummary, QUANT_CLASSES
-from pytorch_quantization.ptq.residual import QuantAdd, quantize_residual_blocks
+from pytorch_quantization.ptq.plugins.detector_blocks import QuantAdd, quantize_residual_blocks
 from pytorch_quantization.ptq.bn_fold import fold_batchnorm, ChannelBias
 from pytorch_quantization.ptq.calibrate import calibrate, load_amax
 from pytorch_quantization.ptq.calib_io import save_calibration, load_calibration
@@ -33,5 +33,6 @@ __all__ = ["PTQConfig", "PRESETS", "CALIB_METHODS", "Table", "sqnr_db", "HAS_SPC
            "sensitivity", "keep_float", "report", "Report"]
 
 if HAS_SPCONV:
-    from pytorch_quantization.ptq.sparse import QuantSubMConv3d, QuantSparseConv3d, QuantSparseInverseConv3d
-    __all__ += ["QuantSubMConv3d", "QuantSparseConv3d", "QuantSparseInverseConv3d"]
+    from pytorch_quantization.ptq.plugins.spconv import (QuantSubMConv3d, QuantSparseConv3d, QuantSparseInverseConv3d,
+                                                         bias_after_sparse_conv)
+    __all__ += ["QuantSubMConv3d", "QuantSparseConv3d", "QuantSparseInverseConv3d", "bias_after_sparse_conv"]

@@ -35,7 +35,7 @@ QUANT_CLASSES = {
     torch.nn.Linear: quant_nn.QuantLinear,
 }
 if layer_types.HAS_SPCONV:
-    from pytorch_quantization.ptq import sparse as _sparse  # pylint: disable=ungrouped-imports
+    from pytorch_quantization.ptq.plugins import spconv as _sparse  # pylint: disable=ungrouped-imports
     QUANT_CLASSES.update(_sparse.SPARSE_QUANT_CLASSES)
 
 _INT_ATTRS = ("in_channels", "out_channels", "in_features", "out_features", "groups", "kernel_size", "stride",
