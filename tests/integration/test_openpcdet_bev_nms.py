@@ -139,3 +139,65 @@ def test_nms_rejects_bad_shapes():
         bev_nms.nms_rotated_cpu(torch.zeros(3, 5), torch.zeros(3), 0.5)
     with pytest.raises(ValueError, match="scores"):
         bev_nms.nms_rotated_cpu(torch.zeros(3, 7), torch.zeros(4), 0.5)
+
+
+# ---- OpenPCDet's own rules (iou3d_nms_kernel.cu), encoded independently ---------------------------------------
+
+def op_rule_overlap(a, b, margin=1e-2):
+    """Overlap by the op's definition, in float64: strict edge crossings (touching / collinear edges give none),
+    corners inside the other box up to ``margin`` past its edges, convex hull + shoelace of those points."""
+    ca, cb = ref_corners(a), ref_corners(b)
+
+    def inside(p, box):
+        x, y, _, dx, dy, _, h = [float(v) for v in box[:7]]
+        lx = (p[0] - x) * math.cos(h) + (p[1] - y) * math.sin(h)
+        ly = -(p[0] - x) * math.sin(h) + (p[1] - y) * math.cos(h)
+        return abs(lx) < dx / 2 + margin and abs(ly) < dy / 2 + margin
+
+    def side(o, p, q):
+        return (p[0] - o[0]) * (q[1] - o[1]) - (p[1] - o[1]) * (q[0] - o[0])
+
+    points = [p for p in cb if inside(p, a)] + [p for p in ca if inside(p, b)]
+    for i in range(4):
+        p0, p1 = ca[i], ca[(i + 1) % 4]
+        for j in range(4):
+            q0, q1 = cb[j], cb[(j + 1) % 4]
+            if side(p0, p1, q0) * side(p0, p1, q1) < 0 and side(q0, q1, p0) * side(q0, q1, p1) < 0:
+                t = side(q0, q1, p0) / (side(q0, q1, p0) - side(q0, q1, p1))
+                points.append((p0[0] + t * (p1[0] - p0[0]), p0[1] + t * (p1[1] - p0[1])))
+    pts = sorted(set(points))
+    if len(pts) < 3:
+        return 0.0
+
+    def half(seq):
+        hull = []
+        for p in seq:
+            while len(hull) >= 2 and side(hull[-2], hull[-1], p) <= 0:
+                hull.pop()
+            hull.append(p)
+        return hull[:-1]
+
+    return shoelace(half(pts) + half(pts[::-1]))
+
+
+def test_rotated_overlap_matches_the_op_rules_on_clustered_boxes():
+    boxes = random_boxes(60, seed=11, spread=5.0)
+    got = bev_nms.rotated_bev_overlap(boxes, boxes)
+    assert got.dtype == torch.float32
+    worst = max(abs(float(got[i, j]) - op_rule_overlap(boxes[i], boxes[j])) for i in range(60) for j in range(60))
+    assert worst < 2e-4  # float32 arithmetic, as in the op
+
+
+def test_corner_within_one_centimetre_counts_as_inside():
+    a = [0.0, 0.0, 0.0, 2.0, 2.0, 1.0, 0.0]
+    b = [2.005, 0.0, 0.0, 2.0, 2.0, 1.0, 0.0]  # 5 mm gap: no geometric overlap, but the op sees a 5 mm sliver
+    got = float(bev_nms.rotated_bev_iou(torch.tensor([a]), torch.tensor([b]))[0, 0])
+    want = 0.005 * 2.0 / (8.0 - 0.01)
+    assert got == pytest.approx(want, rel=1e-3) and op_rule_overlap(a, b) == pytest.approx(0.01, rel=1e-6)
+    far = [2.02, 0.0, 0.0, 2.0, 2.0, 1.0, 0.0]  # 2 cm gap: nothing
+    assert float(bev_nms.rotated_bev_iou(torch.tensor([a]), torch.tensor([far]))[0, 0]) == 0.0
+
+
+def test_identical_boxes_have_iou_one_without_collinear_crossings():
+    box = torch.tensor([[1.0, 2.0, 0.0, 4.0, 2.0, 1.5, 0.7]])
+    assert float(bev_nms.rotated_bev_iou(box, box)[0, 0]) == pytest.approx(1.0, abs=1e-6)

@@ -51,12 +51,13 @@ def test_scatter_rejects_other_dims():
         scatter.scatter_max(src, index[:-1], dim=0)
 
 
-def ref_inside(point, box):
+def ref_inside(point, box, margin):
+    """OpenPCDet's rule (roiaware_pool3d): |dz| <= dz/2, box-frame |x'| < dx/2 + margin and |y'| < dy/2 + margin."""
     x, y, z, dx, dy, dz, h = box
     px, py, pz = point[0] - x, point[1] - y, point[2] - z
     lx = px * math.cos(h) + py * math.sin(h)
     ly = -px * math.sin(h) + py * math.cos(h)
-    return abs(pz) <= dz / 2 and abs(lx) < dx / 2 and abs(ly) < dy / 2
+    return abs(pz) <= dz / 2 and abs(lx) < dx / 2 + margin and abs(ly) < dy / 2 + margin
 
 
 def scene(seed=0):
@@ -72,7 +73,7 @@ def test_points_in_boxes_mask_matches_reference():
     points, boxes = scene()
     got = points_in_boxes.points_in_boxes_mask(points, boxes)
     assert isinstance(got, np.ndarray) and got.shape == (3, 300)
-    want = np.array([[int(ref_inside(p, b)) for p in points.tolist()] for b in boxes.tolist()])
+    want = np.array([[int(ref_inside(p, b, 1e-2)) for p in points.tolist()] for b in boxes.tolist()])
     assert want.sum() > 20
     assert (got == want).all()
 
@@ -82,5 +83,14 @@ def test_points_in_boxes_batched_gives_first_box_or_minus_one():
     got = points_in_boxes.points_in_boxes_batched(torch.from_numpy(points)[None], torch.from_numpy(boxes)[None])
     assert got.shape == (1, 300) and got.dtype == torch.int32
     for m, p in enumerate(points.tolist()):
-        hits = [t for t, b in enumerate(boxes.tolist()) if ref_inside(p, b)]
+        hits = [t for t, b in enumerate(boxes.tolist()) if ref_inside(p, b, 1e-5)]
         assert int(got[0, m]) == (hits[0] if hits else -1)
+
+
+def test_points_just_past_an_edge_follow_each_ops_margin():
+    """5 mm past the +x face: inside for the CPU op (1 cm margin), outside for the GPU op (1e-5)."""
+    box = np.array([[0, 0, 0, 4, 2, 2, 0]], dtype=np.float32)
+    points = np.array([[2.005, 0, 0], [1.99, 0, 0], [0, 0, 1.001]], dtype=np.float32)
+    assert points_in_boxes.points_in_boxes_mask(points, box).tolist() == [[1, 1, 0]]
+    got = points_in_boxes.points_in_boxes_batched(torch.from_numpy(points)[None], torch.from_numpy(box)[None])
+    assert got.tolist() == [[-1, 0, -1]]
