@@ -14,7 +14,6 @@ on a CPU). Under ``--launcher pytorch`` only rank 0 locks the work dir and write
 """
 import contextlib
 import copy
-import fnmatch
 import glob
 import os
 import time
@@ -50,10 +49,13 @@ def forward_fn(backend):
 
 
 def check_skip_layers(model, patterns):
-    """Every ``--skip-layers`` pattern must name at least one module (glob on the dotted name)."""
-    names = [n for n, _ in model.named_modules() if n]
+    """Every ``--skip-layers`` pattern must name at least one module (glob on the dotted name, as ``ptq`` reads it)."""
+    from pytorch_quantization.ptq.filters import NameFilter
+    modules = [(n, m) for n, m in model.named_modules() if n]
+    names = [n for n, _ in modules]
     for pattern in patterns:
-        if not any(fnmatch.fnmatchcase(n, pattern) for n in names):
+        selects = NameFilter(pattern)
+        if not any(selects.match(n, m) is not None for n, m in modules):
             near = [n for n in names if n.split(".")[0] == pattern.split(".")[0]][:3] or names[:3]
             raise DriverError(f"--skip-layers: {pattern!r} matches no module of the model; module names look like "
                               f"{', '.join(near)}")

@@ -11,6 +11,7 @@ import os
 import numpy as np
 import pytest
 
+from integration import prepare_data as prepare_cli
 from integration.data import prepare as prepare_data
 from integration.data.nuscenes import generate
 
@@ -95,10 +96,88 @@ def test_missing_version_folder_is_a_clear_error(tmp_path):
 
 def test_missing_frameworks_exit_nonzero_with_install_hint(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
-        prepare_data.main(['nuscenes', '--framework', 'openpcdet', '--root', str(tmp_path)])
+        prepare_cli.main(['nuscenes', '--framework', 'openpcdet', '--root', str(tmp_path)])
     assert exc.value.code == 3 and '--pcdet-root' in capsys.readouterr().err
     if importlib.util.find_spec('waymo_open_dataset') is None:
         with pytest.raises(SystemExit) as exc:
-            prepare_data.main(['waymo', '--root', str(tmp_path)])
+            prepare_cli.main(['waymo', '--root', str(tmp_path)])
         err = capsys.readouterr().err
         assert exc.value.code == 3 and 'pip install' in err and len(err.strip().splitlines()) == 1
+
+
+# ---- --framework openpcdet: outputs, links, options (a stand-in source tree; nothing is run) --------------------
+
+@pytest.fixture
+def openpcdet_layout(tmp_path, monkeypatch):
+    """A stand-in OpenPCDet tree (pcdet/__init__.py, the nuScenes dataset config) and a v1.0-mini dataroot; the
+    info-generation subprocess is recorded instead of run, and every OpenPCDet dependency counts as present."""
+    pcdet = tmp_path / 'OpenPCDet'
+    (pcdet / 'pcdet').mkdir(parents=True)
+    (pcdet / 'pcdet' / '__init__.py').write_text('')
+    cfgs = pcdet / 'tools' / 'cfgs' / 'dataset_configs'
+    cfgs.mkdir(parents=True)
+    (cfgs / 'nuscenes_dataset.yaml').write_text("DATASET: 'NuScenesDataset'\nMAX_SWEEPS: 10\nVERSION: 'v1.0-trainval'\n")
+    root = tmp_path / 'nuscenes'
+    (root / 'v1.0-mini').mkdir(parents=True)
+    (root / 'v1.0-mini' / 'sample.json').write_text('[]')
+    calls = []
+
+    def record(command, **kwargs):
+        cfg_file = command[command.index('--cfg_file') + 1]
+        with open(cfg_file, encoding='utf-8') as f:
+            calls.append((command, f.read()))
+
+    monkeypatch.setattr(prepare_data.subprocess, 'run', record)
+    monkeypatch.setattr(prepare_data, 'missing_modules', lambda names: [])
+    return pcdet, root, calls
+
+
+def run_cli(*args):
+    with pytest.raises(SystemExit) as exc:
+        prepare_cli.main([str(a) for a in args])
+    return exc.value.code
+
+
+def test_openpcdet_links_the_root_and_writes_into_it(openpcdet_layout, capsys):
+    pcdet, root, calls = openpcdet_layout
+    assert prepare_cli.main(['nuscenes', '--framework', 'openpcdet', '--root', str(root), '--pcdet-root',
+                             str(pcdet)]) is None
+    link = pcdet / 'data' / 'nuscenes' / 'v1.0-mini'
+    assert os.path.islink(link) and os.path.realpath(link) == os.path.realpath(root)
+    assert len(calls) == 1 and 'MAX_SWEEPS: 10' in calls[0][1]
+    assert f'outputs go to {root}' in capsys.readouterr().out
+    prepare_cli.main(['nuscenes', '--framework', 'openpcdet', '--root', str(root), '--pcdet-root', str(pcdet)])
+    assert len(calls) == 2  # the same link is reused
+
+
+def test_openpcdet_honours_max_sweeps_through_a_config_copy(openpcdet_layout):
+    pcdet, root, calls = openpcdet_layout
+    prepare_cli.main(['nuscenes', '--framework', 'openpcdet', '--root', str(root), '--pcdet-root', str(pcdet),
+                      '--max-sweeps', '3'])
+    assert 'MAX_SWEEPS: 3' in calls[0][1] and 'MAX_SWEEPS: 10' not in calls[0][1]
+    original = pcdet / 'tools' / 'cfgs' / 'dataset_configs' / 'nuscenes_dataset.yaml'
+    assert 'MAX_SWEEPS: 10' in original.read_text()
+
+
+def test_openpcdet_refuses_out_and_a_link_pointing_elsewhere(openpcdet_layout, tmp_path, capsys):
+    pcdet, root, calls = openpcdet_layout
+    assert run_cli('nuscenes', '--framework', 'openpcdet', '--root', root, '--pcdet-root', pcdet,
+                   '--out', tmp_path / 'elsewhere') == 2
+    assert '--out' in capsys.readouterr().err
+    other = tmp_path / 'other_nuscenes'
+    other.mkdir()
+    link = pcdet / 'data' / 'nuscenes' / 'v1.0-mini'
+    link.parent.mkdir(parents=True)
+    os.symlink(other, link)
+    assert run_cli('nuscenes', '--framework', 'openpcdet', '--root', root, '--pcdet-root', pcdet) == 2
+    err = capsys.readouterr().err
+    assert f'a link to {other}' in err and 'README_openpcdet.md' in err and len(err.strip().splitlines()) == 1
+    assert os.path.realpath(link) == str(other) and calls == []
+
+
+def test_openpcdet_without_scikit_image_says_what_to_install(openpcdet_layout, monkeypatch, capsys):
+    pcdet, root, calls = openpcdet_layout
+    monkeypatch.setattr(prepare_data, 'missing_modules', lambda names: [n for n in names if n == 'skimage'])
+    assert run_cli('nuscenes', '--framework', 'openpcdet', '--root', root, '--pcdet-root', pcdet) == 3
+    err = capsys.readouterr().err
+    assert 'pip install scikit-image' in err and calls == [] and not os.path.lexists(pcdet / 'data')
