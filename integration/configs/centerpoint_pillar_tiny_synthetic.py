@@ -12,7 +12,7 @@
 #
 # `data_root` is a default only; the driver and the training script rewrite
 # every dataset / metric path from their --data-root argument
-# (integration/ptq_driver/mmdet3d_config.py: set_data_root).
+# (integration/backends/mmdet3d/config.py: set_data_root).
 _base_ = ['mmdet3d::centerpoint/'
           'centerpoint_pillar02_second_secfpn_8xb4-cyclic-20e_nus-3d.py']
 

@@ -230,7 +230,7 @@ def main(argv=None):
         summary = generate(args.out, args.scenes, args.frames_per_scene, args.sweeps_per_frame, args.seed,
                            overwrite=args.overwrite, verbose=True)
     except (ValueError, TypeError) as exc:
-        parser.exit(2, f'synthetic_nuscenes: error: {exc}\n')
+        parser.exit(2, f'nuscenes: error: {exc}\n')
     print(f"wrote {summary['samples']} key frames, {summary['annotations']} annotations "
           f"({len(summary['scenes'])} scenes) to {summary['out_dir']} in {summary['seconds']:.1f} s")
 

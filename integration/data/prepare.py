@@ -34,7 +34,7 @@ MMDET3D_STACK = ('mmengine', 'mmcv', 'mmdet', 'mmdet3d', 'nuscenes', 'pyquaterni
 #: what OpenPCDet's nuScenes info generation imports besides pcdet (module -> pip package)
 OPENPCDET_NUSCENES_STACK = {'skimage': 'scikit-image', 'nuscenes': 'nuscenes-devkit', 'pyquaternion': 'pyquaternion',
                             'easydict': 'easydict', 'yaml': 'pyyaml'}
-OPENPCDET_GUIDE = 'integration/README_openpcdet.md'
+OPENPCDET_GUIDE = 'README.md, section "CenterPoint PTQ through OpenPCDet"'
 DEFAULT_MAX_SWEEPS = 10
 SETUP_HINT = 'bash scripts/setup_mmdet3d.sh (MMDetection3D 1.4 stack with nuscenes-devkit)'
 WAYMO_HINT = ('waymo-open-dataset needs TensorFlow and numpy 1.x: create a separate Python 3.11 environment '

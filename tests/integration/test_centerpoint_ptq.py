@@ -256,3 +256,33 @@ def test_train_synthetic_writes_float16_weights_that_load(data_root, tmp_path):
     assert floats and all(v.dtype == torch.float16 and torch.isfinite(v).all() for v in floats)
     model = MMDet3DBackend().build_model(load_config(MICRO), "cpu")
     assert MMDet3DBackend().load_weights(model, str(out)) == len(model.state_dict())
+
+
+@pytest.mark.parametrize("extra,match", [
+    (("--calib-method", "percentile"), "--calib-method 'max' (this run: 'percentile')"),
+    (("--skip-layers", "no_such.*"), "'no_such.*' matches no module"),
+])
+def test_reused_file_with_other_settings_or_unmatched_skip_pattern(capsys, tmp_path, data_root, micro_state,
+                                                                   all_modes_run, extra, match):
+    expect_error(capsys, tmp_path, "--config", MICRO, "--checkpoint", micro_state[0], "--data-root", data_root,
+                 "--modes", "w8a8", "--calib-file", all_modes_run, *extra, match=match)
+
+
+def test_calibration_file_that_is_a_json_list(capsys, tmp_path, data_root, micro_state):
+    bad = tmp_path / "calib.json"
+    bad.write_text("[1, 2]")
+    expect_error(capsys, tmp_path, "--config", MICRO, "--checkpoint", micro_state[0], "--data-root", data_root,
+                 "--modes", "w8", "--calib-file", bad, match="is not a calibration file")
+
+
+def test_work_dir_in_use_by_another_run(capsys, tmp_path, data_root, micro_state):
+    import socket
+    from integration.driver.lock import LOCK_NAME
+    work = tmp_path / "busy"
+    work.mkdir()
+    (work / LOCK_NAME).write_text(f"{os.getpid()} {socket.gethostname()}\n")
+    rc = centerpoint_ptq.main(["--config", MICRO, "--checkpoint", micro_state[0], "--data-root", data_root,
+                               "--work-dir", str(work)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "is in use by process" in err[0]
+    assert os.listdir(work) == [LOCK_NAME]

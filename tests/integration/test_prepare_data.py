@@ -171,7 +171,7 @@ def test_openpcdet_refuses_out_and_a_link_pointing_elsewhere(openpcdet_layout, t
     os.symlink(other, link)
     assert run_cli('nuscenes', '--framework', 'openpcdet', '--root', root, '--pcdet-root', pcdet) == 2
     err = capsys.readouterr().err
-    assert f'a link to {other}' in err and 'README_openpcdet.md' in err and len(err.strip().splitlines()) == 1
+    assert f'a link to {other}' in err and 'CenterPoint PTQ through OpenPCDet' in err and len(err.strip().splitlines()) == 1
     assert os.path.realpath(link) == str(other) and calls == []
 
 

@@ -19,7 +19,7 @@ process group (gloo on CPU, nccl on CUDA), both loaders come from ``build_datalo
 calibrates on its shard; ``ptq.calibrate`` all-reduces the statistics, so every rank gets the amaxes one
 process would), and ``eval_one_epoch(dist_test=True)`` gathers the detections with ``merge_results_dist``
 (through ``<work_dir>/logs/<mode>/tmpdir``) and evaluates them on rank 0. On CPU
-its DDP wrapping is made to work by ``pcdet_compat.dist_eval.ddp_on_cpu``. ``--max-eval-frames N`` keeps the
+its DDP wrapping is made to work by ``compat.dist_eval.ddp_on_cpu``. ``--max-eval-frames N`` keeps the
 first N val frames before they are sharded. ``cfg.LOCAL_RANK`` picks the evaluating process, as in
 OpenPCDet's ``test.py``, so runs span one node only.
 """
@@ -60,7 +60,7 @@ def import_stack(pcdet_root=None):
         import pcdet.models  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
     except ImportError as err:
         raise DriverError(f"OpenPCDet from {root} does not import: {err}; install its Python dependencies "
-                          f"(see integration/README_openpcdet.md)") from None
+                          f"(see README.md, section 'CenterPoint PTQ through OpenPCDet')") from None
     from integration.backends.openpcdet.compat.fallbacks import install_cpu_fallbacks
     return root, install_cpu_fallbacks(), placeholders.served()
 
@@ -81,7 +81,7 @@ def make_logger(work_dir, rank=0):
 def build_dataset(cfg, logger, calibration=False, dist=False):
     """``(dataset, loader)`` of the val split (``calibration``: the train split), test-time processing;
     ``dist``: the loader yields this rank's shard (OpenPCDet's ``DistributedSampler``). Frames are prepared
-    reproducibly (``pcdet_compat.frame_seed``)."""
+    reproducibly (``compat.frame_seed``)."""
     from pcdet.datasets import build_dataloader
     ds_cfg = pcdet_config.calibration_dataset_cfg(cfg.DATA_CONFIG) if calibration else cfg.DATA_CONFIG
     dataset, loader, _ = build_dataloader(dataset_cfg=ds_cfg, class_names=cfg.CLASS_NAMES, batch_size=1,

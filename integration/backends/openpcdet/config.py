@@ -18,7 +18,7 @@ PCDET_HINT = ("OpenPCDet is needed for --framework openpcdet: clone https://gith
               "and pass --pcdet-root <its source tree> (its CUDA ops need not be built for --device cpu)")
 WAYMO_INSTALL_HINT = ("Waymo evaluation needs waymo-open-dataset and TensorFlow, best in an environment of their "
                       "own: pip install --prefer-binary waymo-open-dataset-tf-2-12-0==1.6.7 (see "
-                      "integration/README_openpcdet.md)")
+                      "README.md, section 'CenterPoint PTQ through OpenPCDet')")
 NUSCENES_INSTALL_HINT = "nuScenes evaluation needs the devkit: pip install nuscenes-devkit"
 
 
