@@ -23,7 +23,12 @@ def build_parser():
                     "mode, calibrate on a seeded subset of the training split, evaluate on the val split "
                     "with the config's own metric, print one comparison table. Without arguments it "
                     "generates a small synthetic nuScenes-format dataset and runs fp32/w8/w8a8 on the "
-                    "committed tiny checkpoint.")
+                    "committed tiny checkpoint.",
+        epilog="Both frameworks run through one pipeline (integration/driver/pipeline.py) over a Backend "
+               "(integration/backends/base.py; mmdet3d/ and openpcdet/). The work dir holds results.md, "
+               "results.json, calib_<mode>.json (with the settings that produced them) and logs/; it is locked "
+               "while a run lasts and the previous run's outputs are removed when a run starts. Bad input: one "
+               "line on stderr, exit status 2.")
     p.add_argument("--framework", default="mmdet3d", help=f"one of {', '.join(FRAMEWORKS)}")
     p.add_argument("--config", default=None, help="model config (default: the tiny synthetic config)")
     p.add_argument("--checkpoint", default=None, help="weights (default: the committed tiny checkpoint)")
@@ -41,7 +46,8 @@ def build_parser():
     p.add_argument("--skip-layers", nargs="+", default=[], metavar="GLOB", help="module names left in float")
     p.add_argument("--calib-file", default=None,
                    help="reuse calibration: a file (for every quantized mode) or a directory holding "
-                        "calib_<mode>.json files as this driver writes them")
+                        "calib_<mode>.json files as this driver writes them; the settings recorded in a file "
+                        "must equal this run's")
     p.add_argument("--sensitivity", action="store_true",
                    help="per-layer sensitivity of each quantized mode (one evaluation per layer)")
     p.add_argument("--pcdet-root", default=None,

@@ -108,8 +108,8 @@ def quantize_and_calibrate(float_model, mode, args, calib_file, loader, example,
     else:
         ptq.calibrate(model, loader, forward_fn=forward, method=args.calib_method, percentile=args.percentile,
                       skip_zeros=args.skip_zeros, num_batches=None if has_activation_quantizers(model) else 1)
-        metadata = dict(calib_files.run_settings(args), mode=mode, config=os.path.abspath(args.config),
-                        framework=args.framework)
+        config = os.path.abspath(args.config) if os.path.isfile(args.config) else args.config  # pcdet: tree-relative
+        metadata = dict(calib_files.run_settings(args), mode=mode, config=config, framework=args.framework)
     return model, time.perf_counter() - start, metadata
 
 
