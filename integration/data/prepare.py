@@ -17,7 +17,6 @@ they are missing the script says in one line what to install and exits non-zero.
 
 ``ensure_synthetic_nuscenes(root)`` generates (once) and prepares the driver's default synthetic dataset.
 """
-import argparse
 import contextlib
 import importlib.util
 import os
@@ -25,7 +24,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NUSCENES_VERSIONS = ('v1.0-trainval', 'v1.0-mini', 'v1.0-test')

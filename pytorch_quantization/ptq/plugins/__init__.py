@@ -4,7 +4,16 @@
   ``bias_after_sparse_conv``, the CPU work-around for float sparse convolutions with a bias.
 * ``detector_blocks``: ``QuantAdd`` and ``quantize_residual_blocks`` for residual blocks of detection
   frameworks (MMDetection3D's / OpenPCDet's ``SparseBasicBlock``); needs no third-party import itself.
+* ``SEQUENTIAL_TYPES`` (here): containers whose consecutive children run one after the other (``nn.Sequential``,
+  spconv's ``SparseSequential`` when spconv imports), for BN folding without a trace.
 """
+import torch
+
 from pytorch_quantization.ptq.layer_types import HAS_SPCONV
 
-__all__ = ["HAS_SPCONV"]
+__all__ = ["HAS_SPCONV", "SEQUENTIAL_TYPES"]
+
+SEQUENTIAL_TYPES = (torch.nn.Sequential,)
+if HAS_SPCONV:
+    import spconv.pytorch as _spconv
+    SEQUENTIAL_TYPES += (_spconv.SparseSequential,)
