@@ -6,7 +6,6 @@ per-frame seeding (``pcdet_compat.frame_seed``) and the launcher checks. With Op
 source tree on PYTHONPATH; on no package registry, so CI skips that test): the real ``eval_one_epoch``
 with ``dist_test=True`` over two processes gathers exactly the detections one process makes.
 """
-import importlib.util
 import os
 import socket
 import textwrap
@@ -19,6 +18,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.utils.data import DataLoader, DistributedSampler
 
+from conftest import requires_pcdet
 from integration.backends.openpcdet.compat.dist_eval import ddp_on_cpu, keep_frames, unpadded_shard_size
 from integration.backends.openpcdet.compat.frame_seed import frame_seed, seed_frames
 
@@ -251,9 +251,8 @@ def _pcdet_worker(rank, world, port, out_dir, frames):
 
 
 @needs_dist
+@requires_pcdet
 def test_real_eval_one_epoch_over_two_cpu_processes_gathers_one_process_detections(tmp_path):
-    if importlib.util.find_spec("pcdet") is None:  # importing it needs the placeholders that import_stack installs
-        pytest.skip("OpenPCDet (pcdet) is on no package registry; put its source tree on PYTHONPATH to run this test")
     frames = 3  # odd: the sampler pads rank 1 with frame 0, which the gathering must drop
     single, _ = _pcdet_eval(0, 1, str(tmp_path / "single"), frames)
     mp.spawn(_pcdet_worker, args=(2, _free_port(), str(tmp_path / "dist"), frames), nprocs=2, join=True)

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("pcdet") is None,
-                                reason="OpenPCDet (pcdet) is not importable: it is on no package registry; put "
-                                       "its source tree on PYTHONPATH to run these tests")
+from conftest import requires_pcdet
+
+pytestmark = requires_pcdet
 
 GRID, VOXEL = 64, 0.32
 RANGE = [-GRID * VOXEL / 2, -GRID * VOXEL / 2, -2.0, GRID * VOXEL / 2, GRID * VOXEL / 2, 4.0]

@@ -11,14 +11,11 @@ import os
 import numpy as np
 import pytest
 
+from conftest import requires_mmdet3d
 from integration import prepare_data as prepare_cli
 from integration.data import prepare as prepare_data
 from integration.data.nuscenes import generate
 
-STACK = ('mmdet3d', 'nuscenes', 'mmengine', 'mmcv')
-HAS_STACK = all(importlib.util.find_spec(m) is not None for m in STACK)
-needs_stack = pytest.mark.skipif(not HAS_STACK, reason='MMDetection3D stack not installed '
-                                 '(bash scripts/setup_mmdet3d.sh)')
 
 
 def quat_matrix(q):
@@ -30,8 +27,6 @@ def quat_matrix(q):
 
 @pytest.fixture(scope='module')
 def prepared(tmp_path_factory):
-    if not HAS_STACK:
-        pytest.skip('MMDetection3D stack not installed (bash scripts/setup_mmdet3d.sh)')
     root = str(tmp_path_factory.mktemp('prep') / 'nuscenes')
     generate(root, scenes=['scene-0061', 'scene-0103'], frames_per_scene=2, sweeps_per_frame=1, seed=11)
     written = prepare_data.prepare_nuscenes_mmdet3d(root)
@@ -59,7 +54,7 @@ def expected_boxes(root, split_scene):
     return out
 
 
-@needs_stack
+@requires_mmdet3d
 def test_info_files_written_atomically(prepared):
     root, written = prepared
     assert [os.path.basename(p) for p in written] == ['nuscenes_infos_train.pkl', 'nuscenes_infos_val.pkl']
@@ -67,7 +62,7 @@ def test_info_files_written_atomically(prepared):
     assert not [n for n in os.listdir(root) if n.startswith('.prepare_data')]  # staging removed
 
 
-@needs_stack
+@requires_mmdet3d
 @pytest.mark.parametrize('split,scene', [('train', 'scene-0061'), ('val', 'scene-0103')])
 def test_nuscenes_dataset_loads_infos_matching_tables(prepared, split, scene):
     from mmdet3d.datasets import NuScenesDataset
