@@ -22,7 +22,7 @@ import time
 import numpy as np
 
 if __package__ in (None, ''):
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 from integration.data.synthetic.geometry import points_in_boxes, yaw_quaternion  # noqa: E402
 from integration.data.synthetic.lidar_model import LidarSpec, scan  # noqa: E402

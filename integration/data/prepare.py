@@ -285,7 +285,4 @@ def ensure_synthetic_nuscenes(root):
     infos = [os.path.join(root, f'nuscenes_infos_{s}.pkl') for s in ('train', 'val')]
     if not all(os.path.isfile(p) for p in infos):
         print(f'preparing info files in {root} (once)')
-        cmd = [sys.executable, os.path.join(REPO_ROOT, 'integration', 'prepare_data.py'), 'nuscenes',
-               '--framework', 'mmdet3d', '--root', root, '--version', 'v1.0-mini']
-        if subprocess.run(cmd, check=False).returncode != 0:
-            raise RuntimeError(f"preparing the synthetic dataset failed: {' '.join(cmd)}")
+        prepare_nuscenes_mmdet3d(root, 'v1.0-mini')

@@ -19,7 +19,7 @@ import os
 import time
 
 from integration import backends
-from integration.data.prepare import ensure_synthetic_nuscenes
+from integration.data.prepare import MissingDependency, ensure_synthetic_nuscenes
 from integration.driver import calib_files, distributed, options
 from integration.driver.errors import DriverError
 from integration.driver.lock import work_dir_lock
@@ -133,7 +133,7 @@ def prepare(args, backend):
         args.data_root = options.DEFAULT_DATA_ROOT
         try:
             ensure_synthetic_nuscenes(args.data_root)
-        except (ValueError, RuntimeError) as err:
+        except (ValueError, MissingDependency) as err:
             raise DriverError(str(err).splitlines()[0]) from None
     stack = backend.import_stack()
     import torch
