@@ -201,3 +201,34 @@ def test_corner_within_one_centimetre_counts_as_inside():
 def test_identical_boxes_have_iou_one_without_collinear_crossings():
     box = torch.tensor([[1.0, 2.0, 0.0, 4.0, 2.0, 1.5, 0.7]])
     assert float(bev_nms.rotated_bev_iou(box, box)[0, 0]) == pytest.approx(1.0, abs=1e-6)
+
+
+def rule_nms(boxes, scores, thresh):
+    order = sorted(range(len(scores)), key=lambda i: -float(scores[i]))
+    keep = []
+    for i in order:
+        ious = []
+        for k in keep:
+            inter = op_rule_overlap(boxes[k], boxes[i])
+            ious.append(inter / max(float(boxes[k, 3] * boxes[k, 4] + boxes[i, 3] * boxes[i, 4]) - inter, 1e-8))
+        if all(iou <= thresh for iou in ious):
+            keep.append(i)
+    return keep
+
+
+@pytest.mark.parametrize("thresh", [0.2, 0.001])
+def test_rotated_nms_keeps_the_set_the_op_rules_keep_on_clustered_boxes(thresh):
+    """Random clusters, and rows of boxes side by side with 0-2 cm gaps (where the 1 cm corner margin and the
+    touching-edge rule decide)."""
+    for trial in range(30):
+        g = torch.Generator().manual_seed(trial)
+        if trial % 2:
+            boxes = random_boxes(12, seed=100 + trial, spread=3.0)
+        else:
+            size = torch.rand(12, 3, generator=g) + 1.0
+            gaps = torch.rand(12, generator=g) * 0.02
+            x = torch.cumsum(size[:, 0] + gaps, 0) - size[:, 0] / 2
+            heading = (torch.rand(12, generator=g) < 0.5).float() * math.pi
+            boxes = torch.cat([x[:, None], torch.zeros(12, 2), size, heading[:, None]], dim=1)
+        scores = torch.rand(12, generator=g)
+        assert bev_nms.nms_rotated_cpu(boxes, scores, thresh)[0].tolist() == rule_nms(boxes, scores, thresh), trial
