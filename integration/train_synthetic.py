@@ -16,9 +16,9 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:  # run as a script from a source checkout
     sys.path.insert(0, REPO_ROOT)
 
-from integration.ptq_driver import options  # noqa: E402
-from integration.ptq_driver.errors import DriverError  # noqa: E402
-from integration.ptq_driver.mmdet3d_config import check_info_files, load_config, set_data_root  # noqa: E402
+from integration.driver import options  # noqa: E402
+from integration.driver.errors import DriverError  # noqa: E402
+from integration.backends.mmdet3d.config import check_info_files, load_config, set_data_root  # noqa: E402
 
 
 def build_parser():
@@ -61,8 +61,8 @@ def save_weights(model, path):
 def train(args):
     if args.max_iters is not None and args.max_iters < 1:
         raise DriverError(f"--max-iters must be a positive integer, got {args.max_iters}")
-    from integration import mmdet3d_backend as backend
-    backend.import_stack()
+    from integration.backends.mmdet3d.backend import MMDet3DBackend
+    MMDet3DBackend().import_stack()
     from mmengine.runner import Runner
     cfg = set_data_root(load_config(args.config), args.data_root)
     check_info_files(cfg, args.data_root)

@@ -1,5 +1,5 @@
 # CenterPoint-pillar reduced for CPU training on the synthetic nuScenes-format
-# dataset (integration/synthetic_nuscenes.py).
+# dataset (integration/data/nuscenes.py).
 #
 # Derived from MMDetection3D's pillar02 config by inheritance.  Values that the
 # base config computes from its own `point_cloud_range` / `voxel_size`
@@ -12,7 +12,7 @@
 #
 # `data_root` is a default only; the driver and the training script rewrite
 # every dataset / metric path from their --data-root argument
-# (integration/ptq_driver/mmdet3d_config.py: set_data_root).
+# (integration/backends/mmdet3d/config.py: set_data_root).
 _base_ = ['mmdet3d::centerpoint/'
           'centerpoint_pillar02_second_secfpn_8xb4-cyclic-20e_nus-3d.py']
 

@@ -12,7 +12,7 @@ Typical flow::
     ptq.keep_float(model, table.column("layer")[:3])
 
 Each step lives in its own module: ``config`` (PTQConfig, presets, YAML/JSON), ``swap`` (quantize_model),
-``sparse`` (spconv layers), ``residual`` (QuantAdd), ``bn_fold``, ``statistics`` (one pass, every method),
+``plugins`` (spconv layers, QuantAdd for detector blocks), ``bn_fold``, ``statistics`` (one pass, every method),
 ``auto_amax``, ``calibrate``, ``diagnostics`` (clipping), ``distributed``, ``calib_io``, ``sensitivity`` (and
 ``proxy_sensitivity``), ``report``, ``stats`` (paired bootstrap, rank agreement), ``study_plots``. Which layers
 are quantized with which class is ``pytorch_quantization.layer_registry`` (``layer_types`` adds spconv's), and
@@ -23,7 +23,7 @@ from pytorch_quantization.ptq.table import Table
 from pytorch_quantization.ptq.forward import sqnr_db
 from pytorch_quantization.ptq.layer_types import HAS_SPCONV
 from pytorch_quantization.ptq.swap import quantize_model, SwapSummary, QUANT_CLASSES
-from pytorch_quantization.ptq.residual import QuantAdd, quantize_residual_blocks
+from pytorch_quantization.ptq.plugins.detector_blocks import QuantAdd, quantize_residual_blocks
 from pytorch_quantization.ptq.bn_fold import fold_batchnorm, ChannelBias
 from pytorch_quantization.ptq.statistics import ActivationStatistics, collect_statistics, compute_amax, apply_amax
 from pytorch_quantization.ptq.auto_amax import auto_amax
@@ -43,5 +43,6 @@ __all__ = ["PTQConfig", "PRESETS", "CALIB_METHODS", "Table", "sqnr_db", "HAS_SPC
            "sensitivity", "keep_float", "report", "Report"]
 
 if HAS_SPCONV:
-    from pytorch_quantization.ptq.sparse import QuantSubMConv3d, QuantSparseConv3d, QuantSparseInverseConv3d
-    __all__ += ["QuantSubMConv3d", "QuantSparseConv3d", "QuantSparseInverseConv3d"]
+    from pytorch_quantization.ptq.plugins.spconv import (QuantSubMConv3d, QuantSparseConv3d, QuantSparseInverseConv3d,
+                                                         bias_after_sparse_conv)
+    __all__ += ["QuantSubMConv3d", "QuantSparseConv3d", "QuantSparseInverseConv3d", "bias_after_sparse_conv"]

@@ -27,7 +27,7 @@ import warnings
 import torch
 from torch.overrides import TorchFunctionMode
 
-from pytorch_quantization.ptq import layer_types
+from pytorch_quantization.ptq import layer_types, plugins
 from pytorch_quantization.ptq.filters import NameFilter
 from pytorch_quantization.ptq.forward import eval_mode, run_forward
 from pytorch_quantization.ptq.quantizers import set_amax, weight_amax
@@ -59,7 +59,7 @@ def _is_producer(module):
 def _pairs_from_sequentials(model):
     pairs = []
     for parent_name, parent in model.named_modules():
-        if not (isinstance(parent, torch.nn.Sequential) or type(parent).__name__ == "SparseSequential"):
+        if not isinstance(parent, plugins.SEQUENTIAL_TYPES):
             continue
         children = list(parent.named_children())
         for (pname, prod), (bname, bn) in zip(children, children[1:]):

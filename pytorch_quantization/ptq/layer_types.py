@@ -1,15 +1,12 @@
-"""Layer types PTQ handles: the convertible layers of ``layer_registry`` plus spconv convolutions (registered here
-when spconv imports, with the rule for where their weight keeps output channels)."""
+"""Layer types PTQ handles: the convertible layers of ``layer_registry`` (spconv convolutions are registered by
+``ptq.plugins.spconv`` when spconv imports), and tests for spconv layers and tensors that are False without it."""
 import torch
 
 from pytorch_quantization import layer_registry
-from pytorch_quantization.utils.channel_axis import register_out_channel_axis
 
 try:  # spconv is optional: sparse layers are handled only when it imports
     import spconv.pytorch as _spconv
-    from spconv import constants as _spconv_constants
     from spconv.pytorch import conv as _spconv_conv
-    from spconv.core import ConvAlgo as _ConvAlgo
 except ImportError:  # pragma: no cover - depends on the environment
     _spconv = None
 
@@ -34,17 +31,3 @@ def is_sparse_tensor(x) -> bool:
 def features_of(x):
     """The tensor a BatchNorm would see: ``x`` itself, or a sparse tensor's active features."""
     return x.features if is_sparse_tensor(x) else x
-
-
-def _sparse_out_channel_axis(module):
-    """spconv keeps ``[out, *k, in]`` (KRSC) unless its native algorithm runs with the older RSKC / RSCK layouts."""
-    if module.algo != _ConvAlgo.Native or _spconv_constants.ALL_WEIGHT_IS_KRSC:
-        return 0
-    return module.weight.dim() - 1 if _spconv_conv.FILTER_HWIO else module.weight.dim() - 2
-
-
-if HAS_SPCONV:
-    from pytorch_quantization.ptq import sparse as _sparse  # pylint: disable=ungrouped-imports
-    register_out_channel_axis(_spconv_conv.SparseConvolution, _sparse_out_channel_axis)
-    for _float_cls, _quant_cls in _sparse.SPARSE_QUANT_CLASSES.items():
-        layer_registry.register(_float_cls, _quant_cls)

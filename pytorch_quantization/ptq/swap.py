@@ -19,7 +19,7 @@ from pytorch_quantization import layer_registry
 from pytorch_quantization.nn.modules.tensor_quantizer import TensorQuantizer
 from pytorch_quantization.tensor_quant import QuantDescriptor
 from pytorch_quantization.utils.channel_axis import out_channel_axis
-from pytorch_quantization.ptq import layer_types  # noqa: F401  (registers the spconv layers when spconv imports)
+from pytorch_quantization.ptq import plugins  # noqa: F401  (registers the spconv layers when spconv imports)
 from pytorch_quantization.ptq.config import PTQConfig
 from pytorch_quantization.ptq.filters import NameFilter
 from pytorch_quantization.ptq.table import Table

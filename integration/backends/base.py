@@ -1,0 +1,58 @@
+"""``Backend``: what the PTQ driver (``integration.driver.pipeline``) needs from a detection framework.
+
+One signature per method; the driver calls them in this order: ``import_stack`` -> ``load_config`` ->
+``check_data`` -> ``build_model`` -> ``load_weights`` -> ``split_size`` / ``calibration_loader`` -> (per mode)
+``calibration_forward`` (through ``ptq.calibrate`` / ``fold_batchnorm`` / ``sensitivity``) -> ``evaluate``, and
+``metric_columns`` for the table. Errors meant for the user are ``integration.driver.errors.DriverError``.
+Under ``--launcher pytorch`` the driver has made the default process group before ``load_config``.
+"""
+from typing import Any, Dict, Iterable, List, Optional, Protocol, Tuple
+
+import torch
+
+__all__ = ["Backend", "RowValues"]
+
+#: one evaluation's values: {"mAP": float, "NDS": float or None, "class_AP": {class: float or None}}
+RowValues = Dict[str, Any]
+
+
+class Backend(Protocol):
+    """A detection framework as the driver sees it (see the module docstring)."""
+
+    name: str
+    #: True when ``--launcher pytorch`` may span one node only
+    single_node_only: bool
+
+    def import_stack(self) -> str:
+        """Import the framework (one-line ``DriverError`` saying what to install); returns a line describing it."""
+
+    def load_config(self, path: str, data_root: Optional[str], work_dir: str) -> Any:
+        """The model config at ``path`` with its datasets pointed at ``data_root`` (None: as configured)."""
+
+    def check_data(self, cfg: Any) -> None:
+        """Every file the run reads exists and the metric's packages import; else a one-line error."""
+
+    def build_model(self, cfg: Any, device: str) -> torch.nn.Module:
+        """The float detector in eval mode on ``device``."""
+
+    def load_weights(self, model: torch.nn.Module, path: str) -> int:
+        """Load checkpoint ``path`` (every tensor must fit); returns the number of tensors loaded."""
+
+    def split_size(self, cfg: Any, split: str) -> int:
+        """Frames in the ``"train"`` or ``"val"`` split."""
+
+    def calibration_loader(self, cfg: Any, num_frames: int, seed: int, distributed: bool) -> Iterable:
+        """Batches of ``num_frames`` training frames drawn without replacement with ``seed``, test-time
+        processing; ``distributed``: this rank's share of them (no padding repeats)."""
+
+    def calibration_forward(self, model: torch.nn.Module, batch: Any) -> Any:
+        """Run every module a quantizer sits in on ``batch`` (no box decoding / NMS)."""
+
+    def evaluate(self, model: torch.nn.Module, cfg: Any, work_dir: str, name: str,
+                 max_eval_frames: Optional[int], distributed: bool) -> Tuple[RowValues, float]:
+        """The config's metric on the val split (its first ``max_eval_frames`` frames when given):
+        ``(row values, ms per frame)``; framework outputs go below ``<work_dir>/logs/<name>/``. Under
+        ``distributed`` every rank gets the row values."""
+
+    def metric_columns(self, cfg: Any) -> List[str]:
+        """The class names whose AP the table shows."""

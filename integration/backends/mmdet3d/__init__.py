@@ -1,0 +1,1 @@
+"""MMDetection3D backend: ``backend.MMDet3DBackend``, config helpers (``config``) and its metric (``metrics``)."""

@@ -1,0 +1,4 @@
+"""Datasets for the driver and its tests: ``synthetic/`` (ray-caster, scene model, nuScenes tables), ``nuscenes``
+(the synthetic nuScenes-format generator), ``prepare`` (info files through each framework's converter) and
+``nuscenes_eval`` (devkit evaluation on a subset). Nothing here imports the driver or the backends.
+"""

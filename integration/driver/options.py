@@ -1,0 +1,147 @@
+"""Command line of integration/centerpoint_ptq.py and the checks that need no framework."""
+import argparse
+import glob
+import importlib.util
+import os
+
+from pytorch_quantization.ptq.config import CALIB_METHODS, PRESETS
+from integration.driver.errors import DriverError
+
+FRAMEWORKS = ("mmdet3d", "openpcdet")
+DEFAULT_MODES = ("fp32", "w8", "w8a8")
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DEFAULT_CONFIG = os.path.join(REPO_ROOT, "integration", "configs", "centerpoint_pillar_tiny_synthetic.py")
+DEFAULT_CHECKPOINT = os.path.join(REPO_ROOT, "integration", "checkpoints",
+                                  "centerpoint_pillar_tiny_synthetic.pth")
+DEFAULT_DATA_ROOT = os.path.join(REPO_ROOT, "work_dirs", "synthetic_nuscenes")
+DEFAULT_WORK_DIR = os.path.join(REPO_ROOT, "work_dirs", "centerpoint_ptq")
+
+
+def build_parser():
+    p = argparse.ArgumentParser(
+        description="Post-training quantization of CenterPoint: quantize a fresh copy of the model per "
+                    "mode, calibrate on a seeded subset of the training split, evaluate on the val split "
+                    "with the config's own metric, print one comparison table. Without arguments it "
+                    "generates a small synthetic nuScenes-format dataset and runs fp32/w8/w8a8 on the "
+                    "committed tiny checkpoint.",
+        epilog="Both frameworks run through one pipeline (integration/driver/pipeline.py) over a Backend "
+               "(integration/backends/base.py; mmdet3d/ and openpcdet/). The work dir holds results.md, "
+               "results.json, calib_<mode>.json (with the settings that produced them) and logs/; it is locked "
+               "while a run lasts and the previous run's outputs are removed when a run starts. Bad input: one "
+               "line on stderr, exit status 2.")
+    p.add_argument("--framework", default="mmdet3d", help=f"one of {', '.join(FRAMEWORKS)}")
+    p.add_argument("--config", default=None, help="model config (default: the tiny synthetic config)")
+    p.add_argument("--checkpoint", default=None, help="weights (default: the committed tiny checkpoint)")
+    p.add_argument("--data-root", default=None,
+                   help="prepared dataset root (default: generate/reuse work_dirs/synthetic_nuscenes)")
+    p.add_argument("--modes", default=",".join(DEFAULT_MODES),
+                   help=f"comma-separated presets out of {', '.join(PRESETS)}")
+    p.add_argument("--calib-method", default="max", help=f"one of {', '.join(CALIB_METHODS)}")
+    p.add_argument("--percentile", type=float, default=99.99, help="for --calib-method percentile")
+    p.add_argument("--calib-batches", type=int, default=None,
+                   help="calibration frames drawn from the training split (default: min(32, split size))")
+    p.add_argument("--seed", type=int, default=0, help="seed of the calibration subset")
+    p.add_argument("--skip-zeros", action="store_true", help="leave exact zeros out of activation statistics")
+    p.add_argument("--fold-bn", action="store_true", help="fold BatchNorm into the preceding layers first")
+    p.add_argument("--skip-layers", nargs="+", default=[], metavar="GLOB", help="module names left in float")
+    p.add_argument("--calib-file", default=None,
+                   help="reuse calibration: a file (for every quantized mode) or a directory holding "
+                        "calib_<mode>.json files as this driver writes them; the settings recorded in a file "
+                        "must equal this run's")
+    p.add_argument("--sensitivity", action="store_true",
+                   help="per-layer sensitivity of each quantized mode (one evaluation per layer)")
+    p.add_argument("--pcdet-root", default=None,
+                   help="OpenPCDet source tree for --framework openpcdet (default: where an installed pcdet lives)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--work-dir", default=None, help=f"outputs (default: {DEFAULT_WORK_DIR})")
+    p.add_argument("--launcher", default="none", help="none or pytorch (torchrun)")
+    p.add_argument("--max-eval-frames", type=int, default=None,
+                   help="evaluate only the first N val frames (ground truth restricted to them)")
+    return p
+
+
+def parse_modes(text):
+    modes = [m.strip() for m in text.split(",") if m.strip()]
+    if not modes:
+        raise DriverError(f"--modes is empty; give a comma-separated list out of {', '.join(PRESETS)}")
+    unknown = [m for m in modes if m not in PRESETS]
+    if unknown:
+        raise DriverError(f"--modes: unknown mode(s) {', '.join(unknown)}; choose from {', '.join(PRESETS)}")
+    if len(set(modes)) != len(modes):
+        raise DriverError(f"--modes lists a mode twice: {text}")
+    return modes
+
+
+def _positive(value, name):
+    if value is not None and value < 1:
+        raise DriverError(f"{name} must be a positive integer, got {value}")
+
+
+def check_args(args):
+    """Validate what can be validated before any framework is imported; fills defaults in place."""
+    if args.framework not in FRAMEWORKS:
+        raise DriverError(f"--framework: unknown framework {args.framework!r}; choose from {', '.join(FRAMEWORKS)}")
+    args.modes = parse_modes(args.modes)
+    if args.calib_method not in CALIB_METHODS:
+        raise DriverError(f"--calib-method: unknown method {args.calib_method!r}; "
+                          f"choose from {', '.join(CALIB_METHODS)}")
+    if not 0.0 < args.percentile <= 100.0:
+        raise DriverError(f"--percentile must lie in (0, 100], got {args.percentile}")
+    _positive(args.calib_batches, "--calib-batches")
+    _positive(args.max_eval_frames, "--max-eval-frames")
+    if args.launcher not in ("none", "pytorch"):
+        raise DriverError(f"--launcher: unknown launcher {args.launcher!r}; choose none or pytorch")
+    if args.launcher != "none" and args.data_root is None:
+        raise DriverError("--launcher pytorch needs --data-root (a prepared dataset: ranks must not generate "
+                          "the synthetic one concurrently)")
+    if args.device not in ("cpu", "cuda"):
+        raise DriverError(f"--device: unknown device {args.device!r}; choose cpu or cuda")
+    args.work_dir = check_work_dir(args.work_dir or DEFAULT_WORK_DIR)
+    if args.framework == "openpcdet":
+        # no embedded default for OpenPCDet; the config path may be relative to the OpenPCDet tree (checked there)
+        if args.config is None or args.checkpoint is None:
+            raise DriverError("--framework openpcdet needs --config (e.g. tools/cfgs/nuscenes_models/"
+                              "cbgs_dyn_pp_centerpoint.yaml) and --checkpoint")
+    else:
+        args.config = resolve_mmdet3d_config(args.config or DEFAULT_CONFIG)
+        args.checkpoint = args.checkpoint or DEFAULT_CHECKPOINT
+        _readable_file(args.config, "--config")
+    _readable_file(args.checkpoint, "--checkpoint")
+    if args.calib_file is not None and not os.path.exists(args.calib_file):
+        raise DriverError(f"--calib-file: {args.calib_file} does not exist")
+    return args
+
+
+def check_work_dir(path):
+    """``path`` made absolute; it must be a directory or creatable as one (nothing is created here)."""
+    path = os.path.abspath(path)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise DriverError(f"--work-dir: {path} is a file, not a directory; choose another --work-dir")
+    existing = path
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise DriverError(f"--work-dir: {path} lies under the file {existing}; choose another --work-dir")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        what = "is not writable" if existing == path else f"cannot be created (no write access to {existing})"
+        raise DriverError(f"--work-dir: {path} {what}; choose another --work-dir")
+    return path
+
+
+def resolve_mmdet3d_config(path):
+    """``path`` itself when it exists, else a config of that name shipped with mmdet3d
+    (``mmdet3d/.mim/configs/**/<name>``, e.g. ``centerpoint_pillar02_second_secfpn_8xb4-cyclic-20e_nus-3d.py``)."""
+    if os.path.exists(path) or os.path.dirname(path):
+        return path
+    spec = importlib.util.find_spec("mmdet3d")
+    if spec is None or not spec.origin:
+        return path
+    found = glob.glob(os.path.join(os.path.dirname(spec.origin), ".mim", "configs", "**", path), recursive=True)
+    return found[0] if len(found) == 1 else path
+
+
+def _readable_file(path, name):
+    if not os.path.isfile(path):
+        raise DriverError(f"{name}: {path} is not a file")
+    if not os.access(path, os.R_OK):
+        raise DriverError(f"{name}: {path} is not readable")

@@ -1,0 +1,23 @@
+"""The driver's one comparison table: mode, mAP, NDS, per-class AP, ms/frame, calibration seconds."""
+import json
+import os
+
+from pytorch_quantization.ptq.atomic_io import atomic_write_text
+from pytorch_quantization.ptq.table import Table
+
+
+def build_table(rows, classes):
+    """``rows``: dicts with mode, mAP, NDS, class_AP, ms_per_frame, calib_s (None where not run)."""
+    columns = ["mode", "mAP", "NDS"] + [f"AP {c}" for c in classes] + ["ms/frame", "calib s"]
+    table = Table(columns, title="CenterPoint PTQ comparison")
+    for r in rows:
+        table.add([r["mode"], r["mAP"], r["NDS"]] + [r["class_AP"].get(c) for c in classes]
+                  + [r["ms_per_frame"], r["calib_s"]])
+    return table
+
+
+def write_results(work_dir, table, rows, run_info):
+    """``results.md`` (the table) and ``results.json`` (rows + how they were made), each atomically."""
+    atomic_write_text(os.path.join(work_dir, "results.md"), table.to_markdown())
+    payload = {"run": run_info, "results": rows}
+    atomic_write_text(os.path.join(work_dir, "results.json"), json.dumps(payload, indent=2, sort_keys=True) + "\n")
