@@ -1,0 +1,1 @@
+"""Datasets the integration pipeline can generate, convert and evaluate."""
