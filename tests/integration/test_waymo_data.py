@@ -1,0 +1,154 @@
+"""Synthetic Waymo segments: TFRecord framing, and a round trip through the unmodified
+waymo-open-dataset utilities (range images -> points, box point counts, cameras, gt.bin).
+
+Expectations are independent of the writer: TensorFlow's own TFRecord reader, waymo's
+``frame_utils`` decoder and ``box_utils.is_within_box_3d`` containment, and the standard CRC-32C
+check value. The TensorFlow parts skip when ``bash scripts/setup_waymo.sh`` has not been run.
+"""
+import io
+import os
+
+import numpy as np
+import pytest
+
+from integration.data.waymo.tfrecord import TFRecordError, crc32c, encode_record, read_records, write_records
+
+SEED, SEGMENTS, FRAMES, COLUMNS, ROWS = 3, 2, 2, 360, 24
+SETUP = 'waymo packages missing: run `bash scripts/setup_waymo.sh`'
+
+
+def test_crc32c_check_value():
+    assert crc32c(b'123456789') == 0xE3069283  # the CRC-32C catalogue's check value
+    assert crc32c(b'') == 0
+
+
+def test_records_round_trip_and_corruption(tmp_path):
+    payloads = [b'', b'x', os.urandom(1000)]
+    path = str(tmp_path / 'a.tfrecord')
+    write_records(path, payloads)
+    assert list(read_records(path)) == payloads
+    data = open(path, 'rb').read()
+    open(path, 'wb').write(data[:-3])
+    with pytest.raises(TFRecordError, match='truncated record at byte'):
+        list(read_records(path))
+    flipped = bytearray(data)
+    flipped[-10] ^= 1
+    open(path, 'wb').write(bytes(flipped))
+    with pytest.raises(TFRecordError, match='corrupt record data'):
+        list(read_records(path))
+
+
+def test_tensorflow_reads_our_records(tmp_path):
+    tf = pytest.importorskip('tensorflow', reason=SETUP)
+    payloads = [os.urandom(n) for n in (0, 1, 17, 5000)]
+    path = str(tmp_path / 'b.tfrecord')
+    open(path, 'wb').write(b''.join(encode_record(p) for p in payloads))
+    assert [r.numpy() for r in tf.data.TFRecordDataset(path)] == payloads
+
+
+@pytest.fixture(scope='module')
+def dataset(tmp_path_factory):
+    pytest.importorskip('tensorflow', reason=SETUP)
+    pytest.importorskip('waymo_open_dataset.utils.frame_utils', reason=SETUP)
+    from integration.data.waymo.generate import generate
+    root = str(tmp_path_factory.mktemp('waymo') / 'data')
+    manifest = generate(root, SEGMENTS, FRAMES, seed=SEED, columns=COLUMNS, rows=ROWS, log=lambda *_: None)
+    return root, manifest
+
+
+def read_frames(path):
+    import tensorflow as tf
+    from waymo_open_dataset import dataset_pb2
+    frames = []
+    for record in tf.data.TFRecordDataset(path):
+        frame = dataset_pb2.Frame()
+        frame.ParseFromString(record.numpy())
+        frames.append(frame)
+    return frames
+
+
+def test_layouts_and_splits(dataset):
+    root, manifest = dataset
+    train = sorted(os.listdir(os.path.join(root, 'waymo_format', 'training')))
+    val = sorted(os.listdir(os.path.join(root, 'waymo_format', 'validation')))
+    assert len(train) == 1 and len(val) == 1
+    assert all(n.startswith('segment-') and n.endswith('_with_camera_labels.tfrecord') for n in train + val)
+    assert sorted(os.listdir(os.path.join(root, 'raw_data'))) == sorted(train + val)
+    assert open(os.path.join(root, 'ImageSets', 'train.txt')).read().split() == train
+    assert open(os.path.join(root, 'ImageSets', 'val.txt')).read().split() == val
+    assert manifest['splits'] == {'training': train, 'validation': val}
+
+
+def test_gt_bin_holds_the_validation_labels(dataset):
+    from waymo_open_dataset.protos import metrics_pb2
+    root, _ = dataset
+    name = os.listdir(os.path.join(root, 'waymo_format', 'validation'))[0]
+    frames = read_frames(os.path.join(root, 'waymo_format', 'validation', name))
+    objects = metrics_pb2.Objects()
+    objects.ParseFromString(open(os.path.join(root, 'waymo_format', 'gt.bin'), 'rb').read())
+    expected = [(f.context.name, f.timestamp_micros, label.SerializeToString())
+                for f in frames for label in f.laser_labels]
+    got = [(o.context_name, o.frame_timestamp_micros, o.object.SerializeToString()) for o in objects.objects]
+    assert got == expected and len(got) > 0
+
+
+def test_frames_decode_to_the_ray_cast_points(dataset):
+    """Every frame's range images decode (waymo's own utilities) to the simulated points, pixel by
+    pixel, with both camera projections; box point counts match waymo's containment test."""
+    import tensorflow as tf
+    from PIL import Image
+    from waymo_open_dataset.utils import box_utils, frame_utils
+
+    from integration.data.waymo.frame_builder import camera_projections
+    from integration.data.waymo.simulate import SegmentSimulator
+    root, _ = dataset
+    seen = set()
+    for split in ('training', 'validation'):
+        name = os.listdir(os.path.join(root, 'waymo_format', split))[0]
+        frames = read_frames(os.path.join(root, 'waymo_format', split, name))
+        assert len(frames) == FRAMES
+        index = 0 if split == 'training' else 1
+        sim = SegmentSimulator(SEED, index, FRAMES, COLUMNS, ROWS)
+        stamps = [f.timestamp_micros for f in frames]
+        assert stamps == sorted(set(stamps))
+        for j, frame in enumerate(frames):
+            expected = sim.frame(j)
+            assert frame.context.name == sim.name
+            assert np.allclose(np.reshape(frame.pose.transform, (4, 4)), expected.pose)
+            assert [c.name for c in frame.context.camera_calibrations] == [1, 2, 3, 4, 5]
+            for image, calib in zip(frame.images, frame.context.camera_calibrations):
+                assert image.name == calib.name
+                assert Image.open(io.BytesIO(image.image)).size == (calib.width, calib.height)
+            ri, cp, _, top_pose = frame_utils.parse_range_image_and_camera_projection(frame)
+            assert ri[1][0].shape.dims == [ROWS, COLUMNS, 4]
+            decoded_all = []
+            for k, ret in enumerate(expected.returns):
+                points, cp_points = frame_utils.convert_range_image_to_point_cloud(frame, ri, cp, top_pose,
+                                                                                   ri_index=k)
+                order = np.lexsort((ret.cols, ret.rows))  # the decoder walks pixels row-major
+                assert points[0].shape == (len(order), 3)
+                np.testing.assert_allclose(points[0], ret.points[order], atol=2e-3)
+                np.testing.assert_array_equal(cp_points[0], camera_projections(ret.points[order])[0])
+                decoded_all.append(points[0])
+            assert len(expected.returns[1].range) > 0  # both returns carry points
+            cloud = tf.constant(np.concatenate(decoded_all), dtype=tf.float32)
+            boxes = np.array([[b.box.center_x, b.box.center_y, b.box.center_z, b.box.length, b.box.width,
+                               b.box.height, b.box.heading] for b in frame.laser_labels])
+            inside = box_utils.is_within_box_3d(cloud, tf.constant(boxes, dtype=tf.float32)).numpy()
+            counts = [label.num_lidar_points_in_box for label in frame.laser_labels]
+            np.testing.assert_array_equal(inside.sum(axis=0), counts)
+            assert min(counts) >= 1
+            levels = np.array([label.detection_difficulty_level for label in frame.laser_labels])
+            np.testing.assert_array_equal(levels, np.where(np.array(counts) <= 5, 2, 1))
+            seen.update(label.type for label in frame.laser_labels)
+    assert seen == {1, 2, 3, 4}  # vehicles, pedestrians, signs and cyclists
+
+
+def test_generator_rejects_bad_arguments(tmp_path):
+    from integration.data.waymo.generate import check_args
+    with pytest.raises(ValueError, match='segments must be an int >= 2'):
+        check_args(str(tmp_path), 1, 2, None, 0, 100, 8)
+    with pytest.raises(ValueError, match='val_segments must leave at least one training segment'):
+        check_args(str(tmp_path), 3, 2, 3, 0, 100, 8)
+    with pytest.raises(ValueError, match='frames must be an int >= 1'):
+        check_args(str(tmp_path), 3, 0, None, 0, 100, 8)
