@@ -9,6 +9,8 @@ IoU come from shifting a box along its heading by d: IoU = (L - d) / (L + d). Sk
 environment (``bash scripts/setup_waymo.sh``) is missing.
 """
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -16,6 +18,7 @@ import pytest
 from integration.data.waymo.metric import evaluate, metrics_python, official_lines
 from integration.data.waymo.protos import WaymoEnvironmentError
 
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 VEHICLE, PEDESTRIAN, CYCLIST = 1, 2, 4
 L1, L2 = 1, 2
 
@@ -103,24 +106,52 @@ def test_heading_weighting_and_ranking():
     assert result['Vehicle/L1 mAP'] == pytest.approx(0.0, abs=1e-4)
 
 
-@needs_env
-def test_ground_truth_as_predictions_scores_one(tmp_path):
+@pytest.fixture(scope='module')
+def gt_bin(tmp_path_factory):
     pytest.importorskip('waymo_open_dataset.protos.metrics_pb2', reason='waymo packages missing: run '
                         '`bash scripts/setup_waymo.sh`')
     from integration.data.waymo.generate import generate
-    root = str(tmp_path / 'data')
+    root = str(tmp_path_factory.mktemp('waymo') / 'data')
     generate(root, 2, 2, seed=5, columns=240, rows=16, log=lambda *_: None)
-    gt_path = os.path.join(root, 'waymo_format', 'gt.bin')
+    return os.path.join(root, 'waymo_format', 'gt.bin')
+
+
+def gt_as_predictions(gt_path):
     from waymo_open_dataset.protos import metrics_pb2
     pred = metrics_pb2.Objects()
     pred.ParseFromString(open(gt_path, 'rb').read())
     for o in pred.objects:
         o.score = 0.5
-    result = evaluate(gt_path, pred)
+    return pred
+
+
+@needs_env
+def test_ground_truth_as_predictions_scores_one(gt_bin):
+    result = evaluate(gt_bin, gt_as_predictions(gt_bin))
     for key in ('Vehicle', 'Pedestrian', 'Cyclist', 'Overall'):
         for level in (1, 2):
             assert result[f'{key}/L{level} mAP'] == pytest.approx(1.0, abs=1e-4)
             assert result[f'{key}/L{level} mAPH'] == pytest.approx(1.0, abs=1e-4)
+
+
+@needs_env
+def test_command_prints_what_waymo_metric_parses(gt_bin, tmp_path):
+    """``python -m ...metric PRED GT`` as MMDetection3D's WaymoMetric runs the official binary; its
+    parser reads the k-th ``mAP `` / ``mAPH `` value as Vehicle, Pedestrian, Sign, Cyclist x L1, L2."""
+    pred_path = str(tmp_path / 'pred.bin')
+    objects = gt_as_predictions(gt_bin)
+    kept = [o for o in objects.objects if o.object.type not in (2, 3)]  # no pedestrian or sign predictions
+    del objects.objects[:]
+    objects.objects.extend(kept)
+    open(pred_path, 'wb').write(objects.SerializeToString())
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get('PYTHONPATH')])))
+    proc = subprocess.run([sys.executable, '-m', 'integration.data.waymo.metric', pred_path, gt_bin],
+                          capture_output=True, text=True, env=env, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    text = proc.stdout
+    ap = [float(part.split(']')[0]) for part in text.split('mAP ')[1:9]]
+    aph = [float(part.split(']')[0]) for part in text.split('mAPH ')[1:9]]
+    assert ap == aph == [1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0]
 
 
 def test_missing_environment_names_the_setup_command(monkeypatch, tmp_path):

@@ -5,10 +5,16 @@ evaluation runs ``metric_runner.py`` in the separate metrics environment (``.ven
 made by ``scripts/setup_waymo.sh``; ``WAYMO_METRICS_PYTHON`` names another interpreter) and reads
 back its JSON. Inputs are ``metrics_pb2.Objects`` (a message, its bytes or a ``.bin`` path) or dicts
 of arrays (see ``metric_runner``).
+
+As a command it stands in for the official ``compute_detection_metrics_main`` binary (which
+MMDetection3D's ``WaymoMetric`` calls and no package ships): same arguments, same printed lines.
+
+    python -m integration.data.waymo.metric PREDICTIONS.bin GT.bin
 """
 import json
 import os
 import subprocess
+import sys
 import tempfile
 
 import numpy as np
@@ -112,3 +118,21 @@ def summarize(breakdowns):
 def official_lines(breakdowns):
     """The lines the official ``compute_detection_metrics_main`` prints (and ``WaymoMetric`` parses)."""
     return [f'{name}: [mAP {v["mAP"]:g}] [mAPH {v["mAPH"]:g}]' for name, v in breakdowns.items()]
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 2:
+        print('usage: python -m integration.data.waymo.metric PREDICTIONS.bin GT.bin', file=sys.stderr)
+        return 2
+    try:
+        result = evaluate(argv[1], argv[0])
+    except (ValueError, WaymoEnvironmentError, RuntimeError) as exc:
+        print(f'error: {exc}', file=sys.stderr)
+        return 2
+    print('\n'.join(official_lines(result['breakdowns'])))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
