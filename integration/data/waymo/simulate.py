@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from integration.synthetic.geometry import points_in_boxes, yaw_matrix
+from integration.synthetic.geometry import points_in_boxes
 from integration.synthetic.lidar_model import scan
 from integration.synthetic.scene_model import BOX_SINK, SIDEWALK_U, VIEW_MARGIN_S, build_scene
 
@@ -89,8 +89,7 @@ class SegmentSimulator:
         self.ids += [object_id(seed, f'{self.name}/sign/{i}') for i in range(len(self.signs[0]))]
         self.types = np.array([CLASS_TYPES.get(a.name, 0) for a in self.scene.actors]
                               + [TYPE_SIGN] * len(self.signs[0]), dtype=np.int64)
-        scanner = top_extrinsic() @ pose_4x4((0.0, 0.0, 0.0), scan_frame_offset(columns))
-        self.scan_to_vehicle = scanner
+        self.scan_to_vehicle = top_extrinsic() @ pose_4x4((0.0, 0.0, 0.0), scan_frame_offset(columns))
 
     def _place_signs(self, rng):
         m = self.scene
