@@ -97,6 +97,7 @@ def test_frames_decode_to_the_ray_cast_points(dataset):
     pixel, with both camera projections; box point counts match waymo's containment test."""
     import tensorflow as tf
     from PIL import Image
+    from waymo_open_dataset import dataset_pb2
     from waymo_open_dataset.utils import box_utils, frame_utils
 
     from integration.data.waymo.frame_builder import camera_projections
@@ -116,6 +117,13 @@ def test_frames_decode_to_the_ray_cast_points(dataset):
             assert frame.context.name == sim.name
             assert np.allclose(np.reshape(frame.pose.transform, (4, 4)), expected.pose)
             assert [c.name for c in frame.context.camera_calibrations] == [1, 2, 3, 4, 5]
+            laser_ids = {label.id for label in frame.laser_labels}
+            for projected, labelled in zip(frame.projected_lidar_labels, frame.camera_labels):
+                assert projected.name == labelled.name and len(projected.labels) == len(labelled.labels) > 0
+                suffix = '_' + dataset_pb2.CameraName.Name.Name(projected.name)
+                assert all(p.id.endswith(suffix) for p in projected.labels)
+                assert {p.id[:-len(suffix)] for p in projected.labels} <= laser_ids
+                assert {c.association.laser_object_id for c in labelled.labels} <= laser_ids
             for image, calib in zip(frame.images, frame.context.camera_calibrations):
                 assert image.name == calib.name
                 assert Image.open(io.BytesIO(image.image)).size == (calib.width, calib.height)

@@ -8,6 +8,7 @@ the per-pixel vehicle pose of return 1 (``MatrixFloat`` [H, W, 6]: roll, pitch, 
 frame pose everywhere since the simulated sensor fires all rays at once), the laser labels, and
 the projections of the labelled boxes into each camera (``projected_lidar_labels``).
 """
+import hashlib
 import zlib
 
 import numpy as np
@@ -64,6 +65,11 @@ def projected_box(camera, box):
     v = np.clip(camera.height / 2.0 - camera.focal * cam[:, 2] / cam[:, 0], 0, camera.height)
     rect = (u.min(), v.min(), u.max(), v.max())
     return rect if (rect[2] - rect[0]) * (rect[3] - rect[1]) >= MIN_PROJECTED_AREA_PX else None
+
+
+def camera_label_id(laser_id, camera):
+    """A camera label's own id (Waymo's camera and laser labels are numbered separately)."""
+    return hashlib.md5(f'{laser_id}|{camera.label}'.encode()).hexdigest()[:22]
 
 
 class FrameBuilder:
@@ -142,8 +148,9 @@ class FrameBuilder:
     def _labels(self, frame, data):
         labels = data.labels
         projected = {camera.name: frame.projected_lidar_labels.add() for camera in CAMERAS}
+        in_camera = {camera.name: frame.camera_labels.add() for camera in CAMERAS}
         for camera in CAMERAS:
-            projected[camera.name].name = camera.name
+            projected[camera.name].name = in_camera[camera.name].name = camera.name
         for box, kind, oid, count, level, speed in zip(labels.boxes, labels.types, labels.ids, labels.num_points,
                                                        labels.difficulty, labels.speed):
             label = frame.laser_labels.add()
@@ -161,6 +168,9 @@ class FrameBuilder:
                 p.box.center_x, p.box.center_y = (rect[0] + rect[2]) / 2.0, (rect[1] + rect[3]) / 2.0
                 p.box.length, p.box.width = rect[2] - rect[0], rect[3] - rect[1]
                 p.type, p.id = int(kind), f'{oid}_{camera.label}'
+                c = in_camera[camera.name].labels.add()
+                c.box.CopyFrom(p.box)
+                c.type, c.id, c.association.laser_object_id = int(kind), camera_label_id(oid, camera), oid
                 area = p.box.length * p.box.width
                 if area > best_area:
                     best_area, label.most_visible_camera_name = area, camera.label
