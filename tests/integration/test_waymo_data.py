@@ -196,3 +196,15 @@ def test_mmdet3d_converter_reads_the_segments(dataset, tmp_path):
         np.testing.assert_allclose([i['bbox_3d'][:3] for i in info['instances']], bottoms, atol=1e-4)
         assert sorted(info['images']) == ['CAM_FRONT', 'CAM_FRONT_LEFT', 'CAM_FRONT_RIGHT', 'CAM_SIDE_LEFT',
                                           'CAM_SIDE_RIGHT']
+
+
+def test_command_line_errors_are_one_line(tmp_path, capsys):
+    from integration.data.waymo.__main__ import main
+    assert main(['--out', str(tmp_path / 'x'), '--segments', '1']) == 2
+    assert capsys.readouterr().err == 'error: segments must be an int >= 2, got 1\n'
+    (tmp_path / 'full').mkdir()
+    (tmp_path / 'full' / 'keep.txt').write_text('mine')
+    assert main(['--out', str(tmp_path / 'full')]) == 2
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1 and 'is not empty' in err and '--overwrite' in err
+    assert os.listdir(tmp_path / 'full') == ['keep.txt']

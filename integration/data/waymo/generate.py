@@ -74,12 +74,16 @@ def generate(out_dir, segments=4, frames=5, val_segments=None, seed=0, columns=T
     tmp = tempfile.mkdtemp(prefix='.tmp_waymo_', dir=os.path.dirname(out_dir))
     try:
         manifest = _write_all(tmp, segments, frames, val_segments, seed, columns, rows, metrics_pb2, log)
+        old = None
         if os.path.exists(out_dir):
-            shutil.rmtree(out_dir)
+            old = tempfile.mkdtemp(prefix='.old_waymo_', dir=os.path.dirname(out_dir))
+            os.replace(out_dir, os.path.join(old, 'data'))
         os.replace(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
     return manifest
 
 
