@@ -2,10 +2,11 @@
 
     python metric_runner.py GT PRED OUT_JSON
 
-GT and PRED are both ``metrics_pb2.Objects`` files (``.bin``; frames are matched on context name and
-timestamp) or both ``.npz`` files with arrays ``boxes`` [N, 7] (center x, y, z, length, width,
+GT and PRED are both ``metrics_pb2.Objects`` files (``.bin``; frames are matched on context name,
+camera name and timestamp, and a prediction's ``overlap_with_nlz`` is honoured) or both ``.npz`` files with arrays ``boxes`` [N, 7] (center x, y, z, length, width,
 height, heading), ``types`` [N], ``frame_ids`` [N], plus ``scores`` [N] for predictions and
-``difficulty`` [N] (and optionally ``num_points`` [N]) for the ground truth.
+``difficulty`` [N] (and optionally ``num_points`` [N]) for the ground truth; predictions may carry
+``overlap_nlz`` [N] (bool: overlaps a no-label zone, so never a false positive).
 
 Settings are the Waymo package's default detection configuration: breakdowns OBJECT_TYPE and RANGE
 ([0, 30), [30, 50), [50, inf) m), difficulties LEVEL_1 and LEVEL_2, Hungarian matching, 3D IoU
@@ -46,17 +47,18 @@ def detection_config():
 def _objects_arrays(objects, frame_index, with_scores):
     rows = []
     for o in objects.objects:
-        key = (o.context_name, o.frame_timestamp_micros)
+        key = (o.context_name, o.camera_name, o.frame_timestamp_micros)
         frame_id = frame_index.setdefault(key, len(frame_index))
         b = o.object.box
         rows.append(([b.center_x, b.center_y, b.center_z, b.length, b.width, b.height, b.heading],
                      o.object.type, frame_id, o.score, o.object.detection_difficulty_level,
-                     o.object.num_lidar_points_in_box))
-    boxes, types, frame_ids, scores, difficulty, points = (list(c) for c in zip(*rows)) if rows else ([],) * 6
+                     o.object.num_lidar_points_in_box, o.overlap_with_nlz))
+    boxes, types, frame_ids, scores, difficulty, points, nlz = (list(c) for c in zip(*rows)) if rows else ([],) * 7
     arrays = {'boxes': np.array(boxes, dtype=np.float32).reshape(-1, 7), 'types': np.array(types, dtype=np.uint8),
               'frame_ids': np.array(frame_ids, dtype=np.int64)}
     if with_scores:
         arrays['scores'] = np.array(scores, dtype=np.float32)
+        arrays['overlap_nlz'] = np.array(nlz, dtype=bool)
     else:
         arrays['difficulty'] = np.array(difficulty, dtype=np.uint8)
         arrays['num_points'] = np.array(points, dtype=np.int64)
@@ -103,7 +105,8 @@ def evaluate(gt, pred):
         prediction_type=tf.constant(pred['types'], dtype=tf.uint8),
         prediction_score=tf.constant(pred['scores'], dtype=tf.float32),
         prediction_frame_id=tf.constant(pred['frame_ids'], dtype=tf.int64),
-        prediction_overlap_nlz=tf.zeros(len(pred['scores']), dtype=tf.bool),
+        prediction_overlap_nlz=tf.constant(pred.get('overlap_nlz', np.zeros(len(pred['scores']), dtype=bool)),
+                                           dtype=tf.bool),
         ground_truth_bbox=tf.constant(gt['boxes'], dtype=tf.float32),
         ground_truth_type=tf.constant(gt['types'], dtype=tf.uint8),
         ground_truth_frame_id=tf.constant(gt['frame_ids'], dtype=tf.int64),
