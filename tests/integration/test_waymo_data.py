@@ -208,3 +208,18 @@ def test_command_line_errors_are_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count('\n') == 1 and 'is not empty' in err and '--overwrite' in err
     assert os.listdir(tmp_path / 'full') == ['keep.txt']
+
+
+def test_generation_is_reproducible(tmp_path):
+    pytest.importorskip('waymo_open_dataset.protos.metrics_pb2', reason=SETUP)
+    import filecmp
+    from integration.data.waymo.generate import generate
+    roots = [str(tmp_path / name) for name in ('a', 'b')]
+    for root in roots:
+        generate(root, 2, 1, seed=11, columns=120, rows=8, log=lambda *_: None)
+    names = []
+    for folder, _, files in os.walk(roots[0]):
+        names += [os.path.relpath(os.path.join(folder, f), roots[0]) for f in files]
+    assert len(names) == 8  # 2 x 2 tfrecords, gt.bin, two ImageSets lists, the manifest
+    match, mismatch, errors = filecmp.cmpfiles(roots[0], roots[1], names, shallow=False)
+    assert (mismatch, errors) == ([], [])
