@@ -26,9 +26,12 @@ def _to_amax_tensor(value, name):
             raise TypeError(f"{name} must be a number, list, ndarray or tensor, got {type(value).__name__}") from None
     if out.numel() == 0:
         raise ValueError(f"{name} is empty; pass one value per tensor or per channel")
-    if not torch.isfinite(out).all() or (out < 0).any():
-        raise ValueError(f"{name} must be finite and >= 0, got {out.flatten()[:8].tolist()}; pass the absolute range "
-                         "of the data, e.g. x.abs().amax(), or recalibrate")
+    if not torch.isfinite(out).all():
+        raise ValueError(f"{name} must be finite, got {out.flatten()[:8].tolist()}; recalibrate, or pass the absolute "
+                         "range of the data, e.g. x.abs().amax()")
+    if (out < 0).any():
+        raise ValueError(f"Negative values in amax: {name} got {out.flatten()[:8].tolist()}; pass the absolute range "
+                         "of the data, e.g. x.abs().amax()")
     return out.clone()
 
 
@@ -153,17 +156,18 @@ class TensorQuantizer(nn.Module):
 
     @amax.setter
     def amax(self, value):
+        """Set a static amax: a number, list, ndarray or tensor of any shape that broadcasts to the inputs (as in
+        2.2.1). Validated here (finite, >= 0), so the forward needs no value checks. Changing the shape of an
+        existing amax raises ``RuntimeError`` as in 2.2.1; setting None logs an error and changes nothing."""
         if value is None:
-            raise ValueError("amax cannot be set to None; to go back to dynamic ranges delete the buffer with "
-                             "`del quantizer._amax`")
+            logger.error("Setting amax no None is meaningless. To go back to dynamic ranges: del quantizer._amax")
+            return
         value = _to_amax_tensor(value, "amax")
-        if self._axis is None and value.numel() != 1:
-            raise ValueError(f"this quantizer is per-tensor (axis=None) but amax has {value.numel()} values; pass one "
-                             "value or use a descriptor with an axis")
         if hasattr(self, "_amax"):
             if self._amax.shape != value.shape:
-                raise ValueError(f"amax shape {tuple(value.shape)} differs from the current {tuple(self._amax.shape)}; "
-                                 "pass the same shape, or `del quantizer._amax` first to change it")
+                raise RuntimeError(f"Changing shape when setting amax is not allowed. Current shape "
+                                   f"{tuple(self._amax.shape)}, new {tuple(value.shape)}; `del quantizer._amax` first "
+                                   "to change it")
             self._amax.copy_(value)
         else:
             self.register_buffer("_amax", value)
@@ -176,14 +180,16 @@ class TensorQuantizer(nn.Module):
     @pre_quant_scale.setter
     def pre_quant_scale(self, value):
         if value is None:
-            raise ValueError("pre_quant_scale cannot be set to None; delete it with `del quantizer._pre_quant_scale`")
+            logger.error("Setting pre_quant_scale no None is meaningless. To remove it: del quantizer._pre_quant_scale")
+            return
         value = torch.as_tensor(value, dtype=torch.float32).detach().clone()
         if not torch.isfinite(value).all():
             raise ValueError("pre_quant_scale must be finite")
         if hasattr(self, "_pre_quant_scale"):
             if self._pre_quant_scale.shape != value.shape:
-                raise ValueError(f"pre_quant_scale shape {tuple(value.shape)} differs from the current "
-                                 f"{tuple(self._pre_quant_scale.shape)}; `del quantizer._pre_quant_scale` first")
+                raise RuntimeError(f"Changing shape when setting pre_quant_scale is not allowed. Current shape "
+                                   f"{tuple(self._pre_quant_scale.shape)}, new {tuple(value.shape)}; "
+                                   "`del quantizer._pre_quant_scale` first")
             self._pre_quant_scale.copy_(value)
         else:
             self.register_buffer("_pre_quant_scale", value)
@@ -277,16 +283,18 @@ class TensorQuantizer(nn.Module):
         if amax.numel() == 1:
             return amax.reshape(())
         axes = self._kept_axes(inputs)
-        if axes is None:
-            raise ValueError(f"amax has {amax.numel()} values but the quantizer is per-tensor (axis=None); set a "
-                             "single amax or use a descriptor with an axis")
-        expected = tuple(inputs.shape[i] if i in axes else 1 for i in range(inputs.dim()))
-        if tuple(amax.shape) == expected:
-            return amax
-        if amax.dim() != inputs.dim() and [s for s in amax.shape if s != 1] == [s for s in expected if s != 1]:
-            return amax.reshape(expected)
+        if axes is not None:
+            expected = tuple(inputs.shape[i] if i in axes else 1 for i in range(inputs.dim()))
+            if tuple(amax.shape) == expected:
+                return amax
+            if amax.dim() != inputs.dim() and [s for s in amax.shape if s != 1] == [s for s in expected if s != 1]:
+                return amax.reshape(expected)
+        if amax.dim() <= inputs.dim() and all(a in (1, x) for a, x in zip(reversed(amax.shape),
+                                                                            reversed(inputs.shape))):
+            return amax  # any shape that broadcasts to the input, as 2.2.1 accepts
         raise ValueError(f"amax of shape {tuple(amax.shape)} does not fit axis={self._axis} of an input of shape "
-                         f"{tuple(inputs.shape)} (expected {expected}); recalibrate or set amax for this tensor")
+                         f"{tuple(inputs.shape)} and does not broadcast to it; recalibrate or set amax for this "
+                         "tensor")
 
     def _get_amax(self, inputs):
         """amax from the buffer, or computed from ``inputs`` when there is none; float32 or float64."""
