@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from pytorch_quantization import calib
+from pytorch_quantization import onnx_export
 from pytorch_quantization import tensor_quant
 from pytorch_quantization import utils as quant_utils
 from pytorch_quantization.nn.modules.clip import Clip
@@ -308,8 +309,9 @@ class TensorQuantizer(nn.Module):
             amax = quant_utils.reduce_amax(inputs, axis=reduce_axis, keepdims=True)
         if self._scale_amax is not None:
             amax = amax.detach() * self._scale_amax
-        # `.data` (not detach()) so that the ONNX tracer records amax as a constant, which Q/DQ export needs
-        amax = amax.data
+        # `.data` under the TorchScript tracer so that it records amax as a constant, which its Q/DQ export needs;
+        # detach() elsewhere (torch.export turns `.data` into a lifted constant that the ONNX exporter cannot save)
+        amax = amax.data if torch.jit.is_tracing() else amax.detach()
         if amax.dtype not in (torch.float32, torch.float64):
             amax = amax.float()
         return amax
@@ -328,13 +330,19 @@ class TensorQuantizer(nn.Module):
         return torch.fake_quantize_per_channel_affine(inputs, scale, zero_point, axes[0], qmin, bound)
 
     def _quant_forward(self, inputs):
+        exporting = self._enable_onnx_export and onnx_export.use_export_path()
         if self._num_bits == (4, 3):
-            return tensor_quant.scaled_e4m3(inputs, self._get_amax(inputs), 4, 3)
+            amax = self._get_amax(inputs)
+            if exporting:
+                return onnx_export.export_fake_e4m3(inputs, amax)
+            return tensor_quant.scaled_e4m3(inputs, amax, 4, 3)
         if self._learn_amax:
             inputs = self.clip(inputs)
             amax = torch.max(-self.clip.clip_value_min, self.clip.clip_value_max).detach()
         else:
             amax = self._get_amax(inputs)
+        if exporting and self._fake_quant:
+            return onnx_export.export_fake_quant(inputs, amax, self._num_bits, self._unsigned)
         if not self._fake_quant:
             outputs, self._scale = tensor_quant.tensor_quant(inputs, amax, self._num_bits, self._unsigned,
                                                              self._narrow_range)
