@@ -2,6 +2,7 @@
 import copy
 import pickle
 
+import numpy as np
 import pytest
 import torch
 
@@ -97,17 +98,46 @@ def test_amax_setter_validates():
     q.amax = 2.5
     assert float(q.amax) == 2.5
     assert q.step_size.item() == pytest.approx(2.5 / 127)
-    for bad in (-1.0, float("nan"), float("inf")):
-        with pytest.raises(ValueError, match="finite and >= 0"):
+    with pytest.raises(ValueError, match="^Negative values in amax"):
+        q.amax = -1.0
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="must be finite"):
             q.amax = bad
-    with pytest.raises(ValueError, match="per-tensor"):
+    with pytest.raises(RuntimeError, match="^Changing shape when setting amax is not allowed"):
         q.amax = [1.0, 2.0]
-    with pytest.raises(ValueError, match="None"):
-        q.amax = None
+    q.amax = None  # 2.2.1 logs an error and changes nothing
+    assert float(q.amax) == 2.5
     pc = quant_nn.TensorQuantizer(QuantDescriptor(axis=(0,)))
     pc.amax = torch.ones(3, 1)
-    with pytest.raises(ValueError, match="differs"):
+    with pytest.raises(RuntimeError, match="^Changing shape when setting amax is not allowed"):
         pc.amax = torch.ones(4, 1)
+
+
+@pytest.mark.parametrize("amax", [np.array([3.0, 0.5, 1.5], dtype=np.float32), torch.tensor([[3.0, 0.5, 1.5]]),
+                                  [[3.0], [0.5]]])
+def test_amax_setter_takes_any_broadcastable_shape(amax):
+    """2.2.1 stores any ndarray / tensor / list and broadcasts it against the input in forward."""
+    x = torch.randn(2, 3) * 2
+    q = quant_nn.TensorQuantizer(QuantDescriptor())
+    q.amax = amax
+    a = amax if isinstance(amax, torch.Tensor) else torch.as_tensor(np.array(amax, dtype=np.float32))
+    torch.testing.assert_close(q(x), fake_ref(x, a), rtol=0, atol=0)
+
+
+def test_pre_quant_scale_is_used_in_forward():
+    x = torch.tensor([[0.0, 0.4, 1.1, 2.0]])
+    q = quant_nn.TensorQuantizer(QuantDescriptor(num_bits=4, amax=7.0))
+    q.pre_quant_scale = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
+    torch.testing.assert_close(q(x), fake_ref(x * torch.tensor([[1.0, 2.0, 3.0, 4.0]]), torch.tensor(7.0), lo=-8.0, hi=7.0),
+                               rtol=0, atol=0)
+    with pytest.raises(RuntimeError, match="^Changing shape when setting pre_quant_scale is not allowed"):
+        q.pre_quant_scale = torch.ones(3)
+
+
+def test_nan_dynamic_amax_propagates():
+    x = torch.tensor([1.0, float("nan"), -0.5])
+    out = quant_nn.TensorQuantizer(QuantDescriptor())(x)
+    assert torch.isnan(out).all()  # the dynamic amax is NaN, as in 2.2.1
 
 
 def test_axis_out_of_range_and_amax_shape_mismatch():
