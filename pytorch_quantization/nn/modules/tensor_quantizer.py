@@ -211,8 +211,8 @@ class TensorQuantizer(nn.Module):
 
     def enable_clip(self):
         if not self._learn_amax:
-            raise ValueError("learn_amax is False, so there is no range to learn; use a descriptor with "
-                             "learn_amax=True to enable the clip stage")
+            raise ValueError("learn_amax is False. Cannot enable clip. There is no range to learn: use a descriptor "
+                             "with learn_amax=True")
         self.clip.clip_value_min.requires_grad = True
         self.clip.clip_value_max.requires_grad = True
         self._if_clip = True
@@ -244,10 +244,10 @@ class TensorQuantizer(nn.Module):
             raise RuntimeError("Calibrator not created.")
         calib_amax = self._calibrator.compute_amax(*args, **kwargs)
         if calib_amax is None:
-            msg = "Calibrator returned None: it has not seen any tensor."
+            msg = "Calibrator returned None. This usually happens when calibrator hasn't seen any tensor."
             if strict:
-                raise RuntimeError(msg + " Run calibration data through the model first, or pass strict=False to "
-                                   "leave amax unchanged.")
+                raise RuntimeError(msg + " Passing 'strict=False' to `load_calib_amax()` will ignore the error "
+                                   "(and leave amax unchanged). Run calibration data through the model first.")
             logger.warning("%s amax left unchanged.", msg)
             return
         calib_amax = _to_amax_tensor(calib_amax, "calibrated amax")
