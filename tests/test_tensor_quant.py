@@ -215,6 +215,8 @@ class TestFakeTensorQuant:
                 fn(x, torch.tensor(-1.0))
             with pytest.raises(TypeError, match="^Negative values encountered in unsigned quantization"):
                 fn(-x, torch.tensor(1.0), 8, True)
+        # the fake-quant forward reads no values: negative inputs of an unsigned grid clamp to 0
+        assert torch.equal(tensor_quant.fake_tensor_quant(-x, torch.tensor(1.0), 8, True), torch.zeros_like(x))
 
     def test_nan_propagates_without_raising(self):
         """2.2.1 propagates NaN (input or dynamic amax); the fake-quant forward reads no values to check."""
