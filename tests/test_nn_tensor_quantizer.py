@@ -260,3 +260,11 @@ def test_load_calib_amax_passes_arguments_to_histogram_calibrator():
     q.load_calib_amax("percentile", percentile=50.0)
     bin_width = x.max().item() / 2048
     assert abs(float(q.amax) - x.median().item()) <= 2 * bin_width
+
+
+@pytest.mark.parametrize("bad, match", [(float("nan"), "must be finite"), (-1.0, "^Negative values in amax")])
+def test_state_dict_amax_is_validated_when_loaded(bad, match):
+    q = quant_nn.TensorQuantizer(QuantDescriptor(amax=1.0))
+    with pytest.raises(ValueError, match=match):
+        q.load_state_dict({"_amax": torch.tensor(bad)})
+    assert float(q.amax) == 1.0  # unchanged

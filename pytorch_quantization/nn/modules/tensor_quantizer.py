@@ -414,7 +414,10 @@ class TensorQuantizer(nn.Module):
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         """Create ``_amax`` / ``_pre_quant_scale`` when the state_dict has them and this quantizer does not yet
-        (an uncalibrated model loading a calibrated checkpoint)."""
+        (an uncalibrated model loading a calibrated checkpoint). A loaded amax is validated here (finite, >= 0), so
+        the forward does not need to check it."""
+        if prefix + "_amax" in state_dict:
+            _to_amax_tensor(state_dict[prefix + "_amax"], f"state_dict entry {prefix}_amax")
         for name in ("_amax", "_pre_quant_scale"):
             key = prefix + name
             if key in state_dict and name not in self._buffers:
