@@ -10,12 +10,18 @@ Numerics are ONNX's: ``round(x / scale)`` with ``scale = amax / bound`` on the i
 (``[0, 255]``) grid; ``narrow_range`` is not expressible in opset 17 Q/DQ, so it differs from fake quantization
 by at most one step, and only for inputs at or beyond ``-amax``.
 """
+import contextlib
+import importlib.util
+import logging
+
 import torch
 
 from pytorch_quantization import _reference
 from pytorch_quantization import kernels
 
-__all__ = ["use_export_path", "export_fake_quant", "export_fake_e4m3"]
+__all__ = ["use_export_path", "export_fake_quant", "export_fake_e4m3", "torchscript_without_onnxscript"]
+
+logger = logging.getLogger(__name__)
 
 
 def use_export_path():
@@ -58,3 +64,26 @@ def export_fake_e4m3(inputs, amax):
     """Scaled E4M3 fake cast written with float8 casts (what ``tensor_quant.scaled_e4m3`` computes)."""
     scale = torch.full_like(amax, _reference.E4M3_MAX, dtype=torch.float32) / amax.to(torch.float32)
     return (_reference.fake_e4m3(inputs.to(torch.float32) * scale) / scale).to(inputs.dtype)
+
+
+@contextlib.contextmanager
+def torchscript_without_onnxscript():
+    """While active, ``torch.onnx.export`` calls that do not choose an exporter use the TorchScript-based one when
+    onnxscript (which torch's default exporter needs) is not installed, instead of failing with an ImportError."""
+    if importlib.util.find_spec("onnxscript") is not None:
+        yield
+        return
+    original = torch.onnx.export
+
+    def export(*args, **kwargs):
+        if "dynamo" not in kwargs:
+            logger.warning("onnxscript is not installed: exporting with the TorchScript-based exporter "
+                           "(dynamo=False); `pip install onnxscript` for torch's default exporter")
+            kwargs["dynamo"] = False
+        return original(*args, **kwargs)
+
+    torch.onnx.export = export
+    try:
+        yield
+    finally:
+        torch.onnx.export = original

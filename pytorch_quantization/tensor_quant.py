@@ -221,16 +221,47 @@ QUANT_DESC_8BIT_CONVTRANSPOSE2D_WEIGHT_PER_CHANNEL = QuantDescriptor(num_bits=8,
 QUANT_DESC_8BIT_CONVTRANSPOSE3D_WEIGHT_PER_CHANNEL = QuantDescriptor(num_bits=8, axis=(1))
 
 
+def _onnx_const_amax(amax):
+    """amax as a float32 tensor in a TorchScript symbolic: it must be a constant (a calibrated buffer)."""
+    if not isinstance(amax, torch.Tensor):
+        from torch.onnx import symbolic_helper  # pylint: disable=import-outside-toplevel
+        amax = symbolic_helper._get_const(amax, "t", "amax")  # pylint: disable=protected-access
+    return amax.detach().float()
+
+
+def _onnx_cast(g, value, in_type, to_input_type):
+    """Cast float16/bfloat16 graph values to float32 (or back to ``in_type`` when ``to_input_type``)."""
+    import torch._C._onnx as _C_onnx  # pylint: disable=import-outside-toplevel
+    types = {"Half": _C_onnx.TensorProtoDataType.FLOAT16, "BFloat16": _C_onnx.TensorProtoDataType.BFLOAT16}
+    if in_type not in types:
+        return value
+    return g.op("Cast", value, to_i=types[in_type] if to_input_type else _C_onnx.TensorProtoDataType.FLOAT)
+
+
+def _onnx_e4m3(g, inputs, amax):
+    """Scaled E4M3 fake cast for the TorchScript-based ONNX exporter: Mul, Cast to FLOAT8E4M3FN and back, Div."""
+    import torch._C._onnx as _C_onnx  # pylint: disable=import-outside-toplevel
+    from torch.onnx import symbolic_helper  # pylint: disable=import-outside-toplevel
+    in_type = inputs.type().scalarType()
+    x = _onnx_cast(g, inputs, in_type, False)
+    scale = None
+    if amax is not None and not symbolic_helper._is_none(amax):  # pylint: disable=protected-access
+        scale = g.op("Constant", value_t=torch.full_like(_onnx_const_amax(amax), _reference.E4M3_MAX)
+                     / _onnx_const_amax(amax))
+        x = g.op("Mul", x, scale)
+    out = g.op("Cast", g.op("Cast", x, to_i=_C_onnx.TensorProtoDataType.FLOAT8E4M3FN),
+               to_i=_C_onnx.TensorProtoDataType.FLOAT)
+    if scale is not None:
+        out = g.op("Div", out, scale)
+    return _onnx_cast(g, out, in_type, True)
+
+
 def _onnx_qdq(g, inputs, amax, num_bits, unsigned, narrow_range):
     """QuantizeLinear/DequantizeLinear pair for the TorchScript-based ONNX exporter."""
-    import torch._C._onnx as _C_onnx  # pylint: disable=import-outside-toplevel
     if num_bits != 8:
         raise ValueError(f"ONNX export supports num_bits=8 only, got {num_bits}")
     _, bound = _reference.integer_range(num_bits, unsigned, narrow_range)
-    if not isinstance(amax, torch.Tensor):  # a graph value: amax must be a constant (a calibrated buffer)
-        from torch.onnx import symbolic_helper  # pylint: disable=import-outside-toplevel
-        amax = symbolic_helper._get_const(amax, "t", "amax")  # pylint: disable=protected-access
-    amax = amax.detach().float()
+    amax = _onnx_const_amax(amax)
     axis = None
     if amax.numel() > 1:
         varying = [i for i, s in enumerate(amax.shape) if s != 1]
@@ -247,16 +278,9 @@ def _onnx_qdq(g, inputs, amax, num_bits, unsigned, narrow_range):
     scale_c = g.op("Constant", value_t=scale)
     zp_c = g.op("Constant", value_t=zero_point)
     in_type = inputs.type().scalarType()
-    if in_type in ("Half", "BFloat16"):
-        inputs = g.op("Cast", inputs, to_i=_C_onnx.TensorProtoDataType.FLOAT)
     kwargs = {} if axis is None else {"axis_i": axis}
-    q = g.op("QuantizeLinear", inputs, scale_c, zp_c, **kwargs)
-    out = g.op("DequantizeLinear", q, scale_c, zp_c, **kwargs)
-    if in_type == "Half":
-        out = g.op("Cast", out, to_i=_C_onnx.TensorProtoDataType.FLOAT16)
-    elif in_type == "BFloat16":
-        out = g.op("Cast", out, to_i=_C_onnx.TensorProtoDataType.BFLOAT16)
-    return out
+    q = g.op("QuantizeLinear", _onnx_cast(g, inputs, in_type, False), scale_c, zp_c, **kwargs)
+    return _onnx_cast(g, g.op("DequantizeLinear", q, scale_c, zp_c, **kwargs), in_type, True)
 
 
 def _check_values(inputs, amax, num_bits, unsigned):
@@ -368,6 +392,10 @@ class ScaledE4M3Function(Function):
 
     Gradient passes where ``|x| <= amax`` (448 when amax is None).
     """
+
+    @staticmethod
+    def symbolic(g, inputs, amax=None, E=4, M=3):  # pylint: disable=invalid-name,unused-argument
+        return _onnx_e4m3(g, inputs, amax)
 
     @staticmethod
     def forward(ctx, inputs, amax=None, E=4, M=3):  # pylint: disable=invalid-name

@@ -155,3 +155,37 @@ def test_default_exporter_needs_calibrated_ranges():
     layer = quant_nn.QuantLinear(4, 2).eval()
     with pytest.raises(RuntimeError, match="load_calib_amax"):
         _export(layer, torch.randn(1, 4), "default")
+
+
+def test_without_onnxscript_an_export_that_chooses_no_exporter_uses_torchscript(monkeypatch):
+    """torch's default exporter needs onnxscript; inside enable_onnx_export() a plain torch.onnx.export call
+    falls back to the TorchScript-based exporter instead of failing, and torch.onnx.export is restored after."""
+    import importlib.util  # pylint: disable=import-outside-toplevel
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxscript" else
+                        find_spec(name, *a))
+    original = torch.onnx.export
+    torch.manual_seed(0)
+    layer = quant_nn.QuantLinear(16, 8).eval()
+    x = torch.randn(4, 16)
+    _calibrate(layer, x)
+    buffer = io.BytesIO()
+    with enable_onnx_export():
+        torch.onnx.export(layer, (x,), buffer, opset_version=17, input_names=["x"], output_names=["y"])
+    assert torch.onnx.export is original
+    proto = onnx.load_from_string(buffer.getvalue())
+    onnx.checker.check_model(proto)
+    assert [len(nodes) for nodes in _qdq(proto)] == [2, 2]
+
+
+@pytest.mark.parametrize("exporter", EXPORTERS)
+def test_e4m3_exports_float8_casts(exporter):
+    torch.manual_seed(0)
+    layer = quant_nn.QuantLinear(16, 8, quant_desc_input=QuantDescriptor(num_bits=(4, 3)),
+                                 quant_desc_weight=QuantDescriptor(num_bits=(4, 3), axis=0)).eval()
+    x = torch.randn(4, 16)
+    _calibrate(layer, x)
+    proto, _ = _export(layer, x, exporter)
+    to_types = [a.i for n in proto.graph.node if n.op_type == "Cast" for a in n.attribute if a.name == "to"]
+    # the input's fake cast; the weight's may be folded into a constant by the exporter
+    assert to_types.count(onnx.TensorProto.FLOAT8E4M3FN) >= 1
