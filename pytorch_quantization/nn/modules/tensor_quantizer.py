@@ -320,8 +320,10 @@ class TensorQuantizer(nn.Module):
         """PyTorch's native fake quantization over the full signed range (what ONNX Q/DQ computes)."""
         bound = self.maxbound
         qmin = 0 if self._unsigned else -bound - 1
-        if amax.numel() == 1:
-            return torch.fake_quantize_per_tensor_affine(inputs, amax.item() / bound, 0, qmin, bound)
+        if amax.numel() == 1:  # tensor scale / zero point: no host sync
+            scale = (amax.reshape(()) / bound).float()
+            zero_point = torch.zeros((), dtype=torch.int32, device=inputs.device)
+            return torch.fake_quantize_per_tensor_affine(inputs, scale, zero_point, qmin, bound)
         axes = [i for i, s in enumerate(amax.shape) if s != 1]
         if len(axes) != 1:
             raise ValueError(f"native fake quantization supports one axis, amax has shape {tuple(amax.shape)}")
