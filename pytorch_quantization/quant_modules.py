@@ -16,7 +16,7 @@ from contextlib import contextmanager
 import torch
 
 from pytorch_quantization import nn as quant_nn
-from pytorch_quantization import layer_registry
+from pytorch_quantization import layer_registry, onnx_export
 
 __all__ = ["initialize", "deactivate", "enable_onnx_export"]
 
@@ -120,11 +120,14 @@ def enable_onnx_export():
     """Context manager for ``torch.onnx.export`` of a quantized model.
 
     Inside it every ``TensorQuantizer`` checks that it has a static (calibrated) amax before it
-    quantizes. The previous state is restored on exit, also when the export raises.
+    quantizes, and quantizes with ops both torch exporters turn into QuantizeLinear/DequantizeLinear (see
+    ``onnx_export``). Without onnxscript, an export that does not choose an exporter uses the TorchScript-based
+    one. The previous state is restored on exit, also when the export raises.
     """
     previous = quant_nn.TensorQuantizer._enable_onnx_export  # pylint: disable=protected-access
     quant_nn.TensorQuantizer._enable_onnx_export = True  # pylint: disable=protected-access
     try:
-        yield
+        with onnx_export.torchscript_without_onnxscript():
+            yield
     finally:
         quant_nn.TensorQuantizer._enable_onnx_export = previous  # pylint: disable=protected-access

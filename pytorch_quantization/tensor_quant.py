@@ -5,6 +5,7 @@ Public API compatible with upstream pytorch-quantization 2.2.1: ``QuantDescripto
 ``fake_tensor_quant``, ``legacy_fake_tensor_quant``, ``fake_affine_tensor_quant`` and
 ``scaled_e4m3``. Numerics are defined in ``_reference`` and served by ``kernels``.
 """
+import logging
 import math
 import numbers
 
@@ -15,20 +16,43 @@ from torch.autograd import Function
 from pytorch_quantization import _reference
 from pytorch_quantization import kernels
 
+logger = logging.getLogger(__name__)
+
 _CALIB_METHODS = ("max", "histogram")
 _E4M3 = (4, 3)
 
 
 def _validate_num_bits(num_bits):
+    """``num_bits`` as 2.2.1 accepts it: an int >= 0 (0 only logs an error, as upstream) or the tuple (4, 3).
+
+    We also refuse ints above 16 (the kernels' integer grid); quantizing with 0 bits, or with 1 signed bit,
+    is refused where the quantization runs (see ``check_quant_bits``).
+    """
     if isinstance(num_bits, (tuple, list)):
         if tuple(num_bits) != _E4M3:
-            raise ValueError(f"num_bits tuple must be (4, 3) for E4M3, got {tuple(num_bits)}")
+            raise TypeError(f"num_bits must be a postive integer or tuple (4,3), not {tuple(num_bits)}; E4M3 "
+                            "(FP8) is the only float format")
         return _E4M3
     if isinstance(num_bits, bool) or not isinstance(num_bits, numbers.Integral):
-        raise TypeError(f"num_bits must be an int in 1..16 or the tuple (4, 3), got {type(num_bits).__name__}")
-    if not 1 <= int(num_bits) <= 16:
-        raise ValueError(f"num_bits must be in 1..16, got {num_bits}")
+        raise TypeError(f"num_bits must be a postive integer or tuple (4,3), not {type(num_bits)}")
+    if num_bits < 0:
+        raise ValueError(f"num_bits must be > 0, not {num_bits}.")
+    if num_bits > 16:
+        raise ValueError(f"num_bits must be at most 16 (the kernels' integer grid), not {num_bits}.")
+    if num_bits == 0:
+        logger.error("num_bits is 0. This will result in the tensor being quantized to all zeros. This mode should "
+                     "only be used for debugging purposes.")
     return int(num_bits)
+
+
+def check_quant_bits(num_bits, unsigned):
+    """ValueError for the integer formats that have no non-zero level: 0 bits, and 1 bit signed.
+
+    2.2.1 returns NaN for every element in these cases; we refuse them where quantization runs.
+    """
+    if num_bits == 0 or (num_bits == 1 and not unsigned):
+        raise ValueError(f"num_bits={num_bits}{' signed' if num_bits else ''} has no non-zero quantization level "
+                         "(2.2.1 returns all NaN); use num_bits >= 2, or num_bits=1 with unsigned=True")
 
 
 def _validate_axis(axis):
@@ -51,10 +75,12 @@ def _validate_amax(amax):
     if isinstance(amax, numbers.Real) and not isinstance(amax, bool):
         amax = float(amax)
     if not isinstance(amax, (float, list, tuple, np.ndarray)):
-        raise TypeError(f"amax must be a float, list or ndarray, got {type(amax).__name__}")
+        raise TypeError(f"amax must be float, list or ndarray, not {type(amax)}")
     arr = np.array(amax, dtype=np.float32)
-    if arr.size == 0 or not np.all(np.isfinite(arr)) or np.any(arr < 0):
-        raise ValueError(f"amax must be non-empty, finite and >= 0, got {amax!r}")
+    if arr.size == 0 or not np.all(np.isfinite(arr)):
+        raise ValueError(f"amax must be non-empty and finite, got {amax!r}")
+    if np.any(arr < 0):
+        raise ValueError(f"Negative values in amax: {amax!r}; amax is the absolute range of the data")
     return arr
 
 
@@ -80,13 +106,14 @@ class ScaledQuantDescriptor:
     def __init__(self, num_bits=8, name=None, **kwargs):
         self._num_bits = _validate_num_bits(num_bits)
         if name is not None and not isinstance(name, str):
-            raise TypeError(f"name must be a string or None, got {type(name).__name__}")
+            raise TypeError(f"name must be a string or None, not {type(name)}.")
         self._name = name
         self._fake_quant = bool(kwargs.pop("fake_quant", True))
         self._axis = _validate_axis(kwargs.pop("axis", None))
         self._learn_amax = bool(kwargs.pop("learn_amax", False))
         if self._learn_amax and self._axis is not None:
-            raise TypeError(f"learn_amax supports per-tensor amax only: axis must be None, got {self._axis!r}")
+            raise TypeError(f"axis is ignored and must be None when learn_amax is true, got {self._axis!r}; the "
+                            "learned range is per tensor")
         self._amax = _validate_amax(kwargs.pop("amax", None))
         self._scale_amax = kwargs.pop("scale_amax", None)
         if self._scale_amax is not None and not (isinstance(self._scale_amax, numbers.Real)
@@ -188,21 +215,53 @@ QUANT_DESC_8BIT_CONV1D_WEIGHT_PER_CHANNEL = QuantDescriptor(num_bits=8, axis=(0)
 QUANT_DESC_8BIT_CONV2D_WEIGHT_PER_CHANNEL = QuantDescriptor(num_bits=8, axis=(0))
 QUANT_DESC_8BIT_CONV3D_WEIGHT_PER_CHANNEL = QuantDescriptor(num_bits=8, axis=(0))
 QUANT_DESC_8BIT_LINEAR_WEIGHT_PER_ROW = QuantDescriptor(num_bits=8, axis=(0))
-QUANT_DESC_8BIT_CONVTRANSPOSE1D_WEIGHT_PER_CHANNEL = QuantDescriptor(num_bits=8, axis=(0))
-QUANT_DESC_8BIT_CONVTRANSPOSE2D_WEIGHT_PER_CHANNEL = QuantDescriptor(num_bits=8, axis=(0))
-QUANT_DESC_8BIT_CONVTRANSPOSE3D_WEIGHT_PER_CHANNEL = QuantDescriptor(num_bits=8, axis=(0))
+# a transposed convolution's weight is [in, out / groups, k...]: its output channels are axis 1 (as in 2.2.1)
+QUANT_DESC_8BIT_CONVTRANSPOSE1D_WEIGHT_PER_CHANNEL = QuantDescriptor(num_bits=8, axis=(1))
+QUANT_DESC_8BIT_CONVTRANSPOSE2D_WEIGHT_PER_CHANNEL = QuantDescriptor(num_bits=8, axis=(1))
+QUANT_DESC_8BIT_CONVTRANSPOSE3D_WEIGHT_PER_CHANNEL = QuantDescriptor(num_bits=8, axis=(1))
+
+
+def _onnx_const_amax(amax):
+    """amax as a float32 tensor in a TorchScript symbolic: it must be a constant (a calibrated buffer)."""
+    if not isinstance(amax, torch.Tensor):
+        from torch.onnx import symbolic_helper  # pylint: disable=import-outside-toplevel
+        amax = symbolic_helper._get_const(amax, "t", "amax")  # pylint: disable=protected-access
+    return amax.detach().float()
+
+
+def _onnx_cast(g, value, in_type, to_input_type):
+    """Cast float16/bfloat16 graph values to float32 (or back to ``in_type`` when ``to_input_type``)."""
+    import torch._C._onnx as _C_onnx  # pylint: disable=import-outside-toplevel
+    types = {"Half": _C_onnx.TensorProtoDataType.FLOAT16, "BFloat16": _C_onnx.TensorProtoDataType.BFLOAT16}
+    if in_type not in types:
+        return value
+    return g.op("Cast", value, to_i=types[in_type] if to_input_type else _C_onnx.TensorProtoDataType.FLOAT)
+
+
+def _onnx_e4m3(g, inputs, amax):
+    """Scaled E4M3 fake cast for the TorchScript-based ONNX exporter: Mul, Cast to FLOAT8E4M3FN and back, Div."""
+    import torch._C._onnx as _C_onnx  # pylint: disable=import-outside-toplevel
+    from torch.onnx import symbolic_helper  # pylint: disable=import-outside-toplevel
+    in_type = inputs.type().scalarType()
+    x = _onnx_cast(g, inputs, in_type, False)
+    scale = None
+    if amax is not None and not symbolic_helper._is_none(amax):  # pylint: disable=protected-access
+        scale = g.op("Constant", value_t=torch.full_like(_onnx_const_amax(amax), _reference.E4M3_MAX)
+                     / _onnx_const_amax(amax))
+        x = g.op("Mul", x, scale)
+    out = g.op("Cast", g.op("Cast", x, to_i=_C_onnx.TensorProtoDataType.FLOAT8E4M3FN),
+               to_i=_C_onnx.TensorProtoDataType.FLOAT)
+    if scale is not None:
+        out = g.op("Div", out, scale)
+    return _onnx_cast(g, out, in_type, True)
 
 
 def _onnx_qdq(g, inputs, amax, num_bits, unsigned, narrow_range):
     """QuantizeLinear/DequantizeLinear pair for the TorchScript-based ONNX exporter."""
-    import torch._C._onnx as _C_onnx  # pylint: disable=import-outside-toplevel
     if num_bits != 8:
         raise ValueError(f"ONNX export supports num_bits=8 only, got {num_bits}")
     _, bound = _reference.integer_range(num_bits, unsigned, narrow_range)
-    if not isinstance(amax, torch.Tensor):  # a graph value: amax must be a constant (a calibrated buffer)
-        from torch.onnx import symbolic_helper  # pylint: disable=import-outside-toplevel
-        amax = symbolic_helper._get_const(amax, "t", "amax")  # pylint: disable=protected-access
-    amax = amax.detach().float()
+    amax = _onnx_const_amax(amax)
     axis = None
     if amax.numel() > 1:
         varying = [i for i, s in enumerate(amax.shape) if s != 1]
@@ -219,16 +278,21 @@ def _onnx_qdq(g, inputs, amax, num_bits, unsigned, narrow_range):
     scale_c = g.op("Constant", value_t=scale)
     zp_c = g.op("Constant", value_t=zero_point)
     in_type = inputs.type().scalarType()
-    if in_type in ("Half", "BFloat16"):
-        inputs = g.op("Cast", inputs, to_i=_C_onnx.TensorProtoDataType.FLOAT)
     kwargs = {} if axis is None else {"axis_i": axis}
-    q = g.op("QuantizeLinear", inputs, scale_c, zp_c, **kwargs)
-    out = g.op("DequantizeLinear", q, scale_c, zp_c, **kwargs)
-    if in_type == "Half":
-        out = g.op("Cast", out, to_i=_C_onnx.TensorProtoDataType.FLOAT16)
-    elif in_type == "BFloat16":
-        out = g.op("Cast", out, to_i=_C_onnx.TensorProtoDataType.BFLOAT16)
-    return out
+    q = g.op("QuantizeLinear", _onnx_cast(g, inputs, in_type, False), scale_c, zp_c, **kwargs)
+    return _onnx_cast(g, g.op("DequantizeLinear", q, scale_c, zp_c, **kwargs), in_type, True)
+
+
+def _check_values(inputs, amax, num_bits, unsigned):
+    """Argument checks of ``tensor_quant`` and ``legacy_fake_tensor_quant``, with 2.2.1's value checks (negative
+    inputs when unsigned, negative amax). Those read the data, a device-to-host sync, so ``fake_tensor_quant``
+    (what quantizers call on every forward) does not run them: quantizers validate amax when it is set."""
+    check_quant_bits(num_bits, unsigned)
+    kernels._check_inputs(inputs, amax, num_bits, unsigned)  # pylint: disable=protected-access
+    if unsigned and inputs.numel() and inputs.min() < 0:
+        raise TypeError("Negative values encountered in unsigned quantization. Use unsigned=False for signed data.")
+    if amax.min() < 0:
+        raise ValueError(f"Negative values in amax (min {amax.min().item()}); amax is the absolute range of the data")
 
 
 class FakeTensorQuantFunction(Function):
@@ -243,6 +307,7 @@ class FakeTensorQuantFunction(Function):
 
     @staticmethod
     def forward(ctx, inputs, amax, num_bits=8, unsigned=False, narrow_range=True):
+        check_quant_bits(num_bits, unsigned)
         outputs, mask = kernels.fake_quant_cachemask(inputs, amax, num_bits, unsigned, narrow_range)
         ctx.save_for_backward(mask)
         return outputs
@@ -265,11 +330,12 @@ class TensorQuantFunction(Function):
 
     @staticmethod
     def forward(ctx, inputs, amax, num_bits=8, unsigned=False, narrow_range=True):
-        kernels._check_inputs(inputs, amax, num_bits, unsigned)  # pylint: disable=protected-access
+        _check_values(inputs, amax, num_bits, unsigned)
         ctx.save_for_backward(inputs, amax)
         outputs, scale = _reference.quant(inputs, amax, num_bits, unsigned, narrow_range)
         if inputs.dtype == torch.float16 and scale.max() > 65504:
-            raise ValueError(f"scale {scale.max().item()} overflows float16; amax is too small for float16 inputs")
+            raise ValueError(f"scale is too large for FP16 with amax={amax}; the largest scale ({scale.max().item()}) "
+                             "exceeds 65504: use a larger amax or float32 inputs")
         return outputs.to(inputs.dtype), scale.to(inputs.dtype)
 
     @staticmethod
@@ -283,7 +349,7 @@ class LegacyFakeTensorQuantFunction(Function):
 
     @staticmethod
     def forward(ctx, inputs, amax, num_bits=8, unsigned=False, narrow_range=True):
-        kernels._check_inputs(inputs, amax, num_bits, unsigned)  # pylint: disable=protected-access
+        _check_values(inputs, amax, num_bits, unsigned)
         ctx.save_for_backward(inputs, amax)
         return _reference.fake_quant(inputs, amax, num_bits, unsigned, narrow_range)
 
@@ -321,35 +387,34 @@ class FakeAffineTensorQuantFunction(Function):
 
 
 class ScaledE4M3Function(Function):
-    """E4M3 (FP8) fake cast of ``x * 448 / amax``; per-tensor amax or None (no scaling).
+    """E4M3 (FP8) fake cast of ``x * 448 / amax``; amax None (no scaling), per-tensor, or any shape that
+    broadcasts to ``x`` (e.g. per channel). Inputs with ``|x| < 2**-24`` become 0.
 
     Gradient passes where ``|x| <= amax`` (448 when amax is None).
     """
 
     @staticmethod
+    def symbolic(g, inputs, amax=None, E=4, M=3):  # pylint: disable=invalid-name,unused-argument
+        return _onnx_e4m3(g, inputs, amax)
+
+    @staticmethod
     def forward(ctx, inputs, amax=None, E=4, M=3):  # pylint: disable=invalid-name
         if (E, M) != _E4M3:
-            raise NotImplementedError(f"only E=4, M=3 is supported, got E={E}, M={M}")
-        if amax is not None:
-            amax = torch.as_tensor(amax, dtype=torch.float32, device=inputs.device)
-            if amax.numel() != 1:
-                raise ValueError(f"scaled_e4m3 supports a per-tensor amax only, got shape {tuple(amax.shape)}")
-            if not torch.isfinite(amax).all() or (amax <= 0).any():
-                raise ValueError(f"amax must be finite and > 0 for E4M3, got {amax.item()}")
-        ctx.save_for_backward(inputs)
-        ctx.amax = _reference.E4M3_MAX if amax is None else float(amax)
+            raise NotImplementedError(f"Only support E=4 & M=3 for now. Got E={E}, M={M}")
         if amax is None:
+            amax = torch.tensor(_reference.E4M3_MAX, device=inputs.device)
             outputs = kernels.fake_e4m3(inputs)
         else:
+            amax = torch.as_tensor(amax, dtype=torch.float32, device=inputs.device).detach()
             # a tensor 448 divided by amax: ``448 / amax`` (rtruediv) computes reciprocal(amax) * 448 instead
-            scale = torch.full((), _reference.E4M3_MAX, device=amax.device) / amax.reshape(())
+            scale = torch.full_like(amax, _reference.E4M3_MAX) / amax
             outputs = (kernels.fake_e4m3(inputs.float() * scale) / scale).to(inputs.dtype)
+        ctx.save_for_backward(inputs, amax)
         return torch.where(inputs.abs() < _reference.AMAX_EPSILON, torch.zeros_like(outputs), outputs)
 
     @staticmethod
     def backward(ctx, grad_outputs):
-        inputs, = ctx.saved_tensors
-        amax = torch.tensor(ctx.amax, dtype=torch.float32, device=inputs.device)
+        inputs, amax = ctx.saved_tensors
         return kernels.fake_quant_backward(grad_outputs, inputs, amax), None, None, None
 
 

@@ -11,7 +11,7 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 PY=.venv/bin/python
-$PY -m pip install -q torch==2.13.0 numpy scipy pyyaml tqdm pytest onnx onnxruntime ninja 'setuptools>=77.0.3,<81' wheel
+$PY -m pip install -q torch==2.13.0 numpy scipy pyyaml tqdm pytest onnx onnxruntime onnxscript ninja 'setuptools>=77.0.3,<81' wheel
 $PY -m pip install -q --no-build-isolation -e .
 $PY -c "import pytorch_quantization as pq; print('pytorch_quantization kernel backend:', pq.kernel_backend())"
 

@@ -66,7 +66,9 @@ def test_weighted_module_matches_float_op_on_fake_weight(name, quant_act):
     make, shape, ref = CONV_CASES[name]
     module = make(quant_act=quant_act)
     x = torch.randn(shape)
-    w = fake_ref(module.weight.detach(), per_channel(module.weight.detach()))
+    # output channels: axis 0 of a convolution / linear weight, axis 1 of a transposed convolution's [in, out, k...]
+    axis = 1 if name.startswith("convT") else 0
+    w = fake_ref(module.weight.detach(), per_channel(module.weight.detach(), axis))
     expected = ref(module, fake_act(x) if quant_act else x, w)
     torch.testing.assert_close(module(x), expected, rtol=0, atol=0)
 
@@ -157,7 +159,7 @@ def test_calibration_with_quant_act_false_collects_no_input_statistics():
         q.enable_calib()
         q.disable_quant()
     conv(torch.randn(1, 2, 3, 3))
-    with pytest.raises(RuntimeError, match="not seen any tensor"):
+    with pytest.raises(RuntimeError, match="^Calibrator returned None"):
         conv.input_quantizer.load_calib_amax()
     conv.weight_quantizer.load_calib_amax()
     torch.testing.assert_close(conv.weight_quantizer.amax, per_channel(conv.weight.detach()), rtol=0, atol=0)
@@ -181,11 +183,14 @@ def test_quant_act_survives_state_dict_deepcopy_and_pickle():
     conv = quant_nn.QuantConv2d(2, 2, 1, quant_act=False)
     conv.weight_quantizer.amax = torch.ones(2, 1, 1, 1)
     state = conv.state_dict()
-    assert set(state) == {"weight", "bias", "_quant_act", "_weight_quantizer._amax"}
+    assert set(state) == {"weight", "bias", "_weight_quantizer._amax"}  # quant_act is not state (as 2.2.1)
     fresh = quant_nn.QuantConv2d(2, 2, 1)
     fresh.load_state_dict(state, strict=True)
-    assert fresh.quant_act is False
+    assert fresh.quant_act is True
     torch.testing.assert_close(fresh.weight_quantizer.amax, torch.ones(2, 1, 1, 1))
+    legacy = dict(state, _quant_act=torch.tensor(False))  # written by earlier versions of this package
+    fresh.load_state_dict(legacy, strict=True)
+    assert fresh.quant_act is False
     assert copy.deepcopy(conv).quant_act is False
     assert pickle.loads(pickle.dumps(conv)).quant_act is False
 
@@ -209,7 +214,7 @@ def test_state_dict_keys_match_upstream_layout():
     for q in list(lstm._input_quantizers) + list(lstm._weight_quantizers):
         q.amax = 1.0
     keys = set(lstm.state_dict())
-    assert {"weight_ih_l1", "_input_quantizers.1._amax", "_weight_quantizers.0._amax", "_quant_act"} <= keys
+    assert {"weight_ih_l1", "_input_quantizers.1._amax", "_weight_quantizers.0._amax"} <= keys
 
 
 def test_class_default_quant_act():
@@ -231,12 +236,31 @@ def test_descriptor_kwargs_and_defaults():
     assert conv.input_quantizer.num_bits == 4 and conv.input_quantizer.unsigned
     assert conv.weight_quantizer.num_bits == 6 and conv.weight_quantizer.axis is None
     assert quant_nn.QuantConv2d(1, 2, 1).weight_quantizer.axis == 0
-    with pytest.raises(TypeError, match="quant_desc_input"):
+    with pytest.raises(ValueError, match="^quant_desc_input is not an instance of QuantDescriptor!"):
         quant_nn.QuantLinear(2, 2, quant_desc_input="8bit")
-    with pytest.raises(ValueError, match="fake_quant"):
+    with pytest.raises(ValueError, match="^Only fake quantization is supported!"):
         quant_nn.QuantLinear(2, 2, quant_desc_weight=QuantDescriptor(fake_quant=False))
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="^Unused keys: \\['quant_desc_bias'\\]"):
         quant_nn.QuantLinear(2, 2, quant_desc_bias=QuantDescriptor())
+
+
+@pytest.mark.parametrize("cls, dims", [(quant_nn.QuantConvTranspose1d, 1), (quant_nn.QuantConvTranspose2d, 2),
+                                       (quant_nn.QuantConvTranspose3d, 3)])
+def test_conv_transpose_weight_amax_is_per_output_channel(cls, dims):
+    """The weight of a transposed convolution is [in, out, k...]: its calibrated amax has one value per output
+    channel (axis 1), computed here channel by channel."""
+    torch.manual_seed(0)
+    module = cls(3, 5, 2)
+    assert module.weight_quantizer.axis == 1
+    q = module.weight_quantizer
+    q.enable_calib()
+    q.disable_quant()
+    q(module.weight)
+    q.load_calib_amax()
+    w = module.weight.detach()
+    expected = torch.tensor([max(abs(v) for v in w[:, c].flatten().tolist()) for c in range(5)])
+    assert tuple(q.amax.shape) == (1, 5) + (1,) * dims
+    torch.testing.assert_close(q.amax.flatten(), expected, rtol=0, atol=0)
 
 
 def test_aliases_are_the_quant_classes():

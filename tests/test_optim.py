@@ -34,12 +34,13 @@ def test_group_parameters_builds_optimizer_groups():
 
 def test_group_parameters_errors():
     model = _model()
-    with pytest.raises(TypeError, match="list of lists"):
+    with pytest.raises(TypeError, match="^patterns_list must be list of list of patterns"):
         helper.group_parameters(model, "weight")
-    with pytest.raises(TypeError, match="patterns_list"):
+    with pytest.raises(TypeError, match="^patterns_list must be list of list of patterns"):
         helper.group_parameters(model, ["weight"])
-    with pytest.raises(ValueError, match="lr"):
-        helper.group_parameters(model, [["a"], ["b"]], lrs=[0.1])
+    for key in ("lrs", "momentums", "weight_decays"):
+        with pytest.raises(TypeError, match=f"^len\\({key}\\) must match len\\(patterns_list\\)"):
+            helper.group_parameters(None, [["a"], ["b"]], **{key: [0.1]})  # checked before the model is read
 
 
 def test_freeze_parameters():

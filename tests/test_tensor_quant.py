@@ -13,19 +13,19 @@ from pytorch_quantization.tensor_quant import QuantDescriptor
 class TestQuantDescriptor:
 
     @pytest.mark.parametrize("kwargs, error, match", [
-        ({"num_bits": 0}, ValueError, "1..16"),
-        ({"num_bits": 17}, ValueError, "1..16"),
+        ({"num_bits": -1}, ValueError, "num_bits must be > 0"),
+        ({"num_bits": 17}, ValueError, "at most 16"),
         ({"num_bits": 8.0}, TypeError, "num_bits"),
         ({"num_bits": True}, TypeError, "num_bits"),
-        ({"num_bits": (5, 2)}, ValueError, r"\(4, 3\)"),
-        ({"num_bits": (4, 3, 1)}, ValueError, r"\(4, 3\)"),
+        ({"num_bits": (5, 2)}, TypeError, r"tuple \(4,3\)"),
+        ({"num_bits": (4, 3, 1)}, TypeError, r"tuple \(4,3\)"),
         ({"amax": -1.0}, ValueError, "amax"),
         ({"amax": float("nan")}, ValueError, "amax"),
         ({"amax": float("inf")}, ValueError, "amax"),
         ({"amax": [1.0, -0.5]}, ValueError, "amax"),
         ({"amax": []}, ValueError, "amax"),
         ({"amax": "1.0"}, TypeError, "amax"),
-        ({"axis": 0, "learn_amax": True}, TypeError, "learn_amax"),
+        ({"axis": 0, "learn_amax": True}, TypeError, "axis is ignored and must be None when learn_amax is true"),
         ({"axis": (0, 0)}, ValueError, "repeated"),
         ({"axis": 0.5}, TypeError, "axis"),
         ({"calib_method": "entropy"}, ValueError, "calib_method"),
@@ -74,10 +74,12 @@ class TestQuantDescriptor:
         assert tensor_quant.QUANT_DESC_8BIT_PER_TENSOR == QuantDescriptor(num_bits=8)
         assert tensor_quant.QUANT_DESC_UNSIGNED_8BIT_PER_TENSOR == QuantDescriptor(num_bits=8, unsigned=True)
         for name in ("CONV1D_WEIGHT_PER_CHANNEL", "CONV2D_WEIGHT_PER_CHANNEL", "CONV3D_WEIGHT_PER_CHANNEL",
-                     "LINEAR_WEIGHT_PER_ROW", "CONVTRANSPOSE1D_WEIGHT_PER_CHANNEL",
-                     "CONVTRANSPOSE2D_WEIGHT_PER_CHANNEL", "CONVTRANSPOSE3D_WEIGHT_PER_CHANNEL"):
+                     "LINEAR_WEIGHT_PER_ROW"):
             desc = getattr(tensor_quant, f"QUANT_DESC_8BIT_{name}")
             assert desc.num_bits == 8 and desc.axis == 0 and not desc.unsigned
+        for name in ("CONVTRANSPOSE1D", "CONVTRANSPOSE2D", "CONVTRANSPOSE3D"):  # weight [in, out / groups, k...]
+            desc = getattr(tensor_quant, f"QUANT_DESC_8BIT_{name}_WEIGHT_PER_CHANNEL")
+            assert desc.num_bits == 8 and desc.axis == 1 and not desc.unsigned
         assert tensor_quant.ScaledQuantDescriptor is QuantDescriptor
 
     def test_str_mentions_settings(self):
@@ -205,16 +207,42 @@ class TestFakeTensorQuant:
             tensor_quant.fake_tensor_quant(torch.ones(3, dtype=torch.int32), torch.tensor(1.0))
         with pytest.raises(TypeError, match="amax"):
             tensor_quant.fake_tensor_quant(x, 1.0)
-        with pytest.raises(ValueError, match="amax"):
-            tensor_quant.fake_tensor_quant(x, torch.tensor(-1.0))
-        with pytest.raises(ValueError, match="amax"):
-            tensor_quant.fake_tensor_quant(x, torch.tensor(float("nan")))
         with pytest.raises(ValueError, match="broadcast"):
             tensor_quant.fake_tensor_quant(x, torch.ones(4, 1))
-        with pytest.raises(ValueError, match="num_bits"):
-            tensor_quant.fake_tensor_quant(x, torch.tensor(1.0), 0)
-        with pytest.raises(ValueError, match="unsigned"):
-            tensor_quant.fake_tensor_quant(-x, torch.tensor(1.0), 8, True)
+        # value checks that read the data run in tensor_quant / legacy_fake_tensor_quant, as in 2.2.1
+        for fn in (tensor_quant.tensor_quant, tensor_quant.legacy_fake_tensor_quant):
+            with pytest.raises(ValueError, match="^Negative values in amax"):
+                fn(x, torch.tensor(-1.0))
+            with pytest.raises(TypeError, match="^Negative values encountered in unsigned quantization"):
+                fn(-x, torch.tensor(1.0), 8, True)
+        # the fake-quant forward reads no values: negative inputs of an unsigned grid clamp to 0
+        assert torch.equal(tensor_quant.fake_tensor_quant(-x, torch.tensor(1.0), 8, True), torch.zeros_like(x))
+
+    def test_nan_propagates_without_raising(self):
+        """2.2.1 propagates NaN (input or dynamic amax); the fake-quant forward reads no values to check."""
+        x = torch.tensor([-1.0, 0.25, float("nan"), 0.5])
+        out = tensor_quant.fake_tensor_quant(x, torch.tensor(1.0))
+        assert torch.isnan(out[2]) and not torch.isnan(out[[0, 1, 3]]).any()
+        torch.testing.assert_close(out[[0, 1, 3]], torch.round(x[[0, 1, 3]] * 127) / 127, rtol=0, atol=0)
+        assert torch.isnan(tensor_quant.fake_tensor_quant(torch.ones(3), torch.tensor(float("nan")))).all()
+
+    @pytest.mark.parametrize("fn", [tensor_quant.fake_tensor_quant, tensor_quant.tensor_quant,
+                                    tensor_quant.legacy_fake_tensor_quant])
+    def test_bits_without_levels_are_refused(self, fn):
+        """0 bits and 1 signed bit have no non-zero level (2.2.1 returns all NaN): every entry point refuses."""
+        x = torch.tensor([-1.0, -0.2, 0.0, 0.4, 1.0])
+        for num_bits, unsigned in ((0, False), (1, False)):
+            with pytest.raises(ValueError, match="no non-zero quantization level"):
+                fn(x, torch.tensor(1.0), num_bits, unsigned)
+        quant_nn = pytest.importorskip("pytorch_quantization.nn")
+        with pytest.raises(ValueError, match="no non-zero quantization level"):
+            quant_nn.TensorQuantizer(QuantDescriptor(num_bits=1, amax=1.0))(x)
+
+    def test_one_bit_unsigned(self):
+        """1 unsigned bit: the grid {0, amax}, rounding at amax / 2 (half to even)."""
+        x = torch.tensor([0.0, 0.2, 0.5, 0.7, 1.0, 3.0])
+        out = tensor_quant.fake_tensor_quant(x, torch.tensor(1.0), 1, True)
+        assert out.tolist() == [0.0, 0.0, 0.0, 1.0, 1.0, 1.0]
 
 
 class TestTensorQuant:
@@ -340,9 +368,14 @@ class TestScaledE4M3:
         assert x.grad.tolist() == [0.0, 1.0, 1.0, 1.0, 0.0]
 
     def test_errors(self):
-        with pytest.raises(ValueError, match="amax"):
-            tensor_quant.scaled_e4m3(torch.ones(3), 0.0)
-        with pytest.raises(ValueError, match="per-tensor"):
-            tensor_quant.scaled_e4m3(torch.ones(3), torch.ones(3))
-        with pytest.raises(NotImplementedError, match="E=4"):
+        with pytest.raises(NotImplementedError, match="^Only support E=4 & M=3 for now"):
             tensor_quant.scaled_e4m3(torch.ones(3), 1.0, 5, 2)
+
+    def test_per_channel_amax_matches_per_row_calls(self):
+        """A per-channel amax (2.2.1 accepts any broadcastable shape) equals one per-tensor call per channel."""
+        torch.manual_seed(0)
+        x = torch.randn(3, 8)
+        amax = x.abs().amax(dim=1, keepdim=True) * torch.tensor([[1.0], [0.5], [2.0]])
+        out = tensor_quant.scaled_e4m3(x, amax)
+        rows = torch.stack([tensor_quant.scaled_e4m3(x[i], amax[i, 0]) for i in range(3)])
+        torch.testing.assert_close(out, rows, rtol=0, atol=0)

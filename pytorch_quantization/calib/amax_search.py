@@ -43,7 +43,7 @@ def percentile_amax(counts, range_max, data_max, percentile):
     At most ``100 - percentile`` % of the collected values lie above the returned amax.
     """
     if isinstance(percentile, bool) or not isinstance(percentile, numbers.Real) or not 0 <= percentile <= 100:
-        raise ValueError(f"percentile must be a number in [0, 100], got {percentile!r}")
+        raise ValueError(f"Invalid percentile. Must be in range 0 <= percentile <= 100. Got {percentile!r}")
     cdf = torch.cumsum(counts, 0).to(torch.float64)
     target = torch.tensor([percentile / 100 * cdf[-1].item()], dtype=torch.float64, device=counts.device)
     idx = min(int(torch.searchsorted(cdf, target).item()), counts.numel() - 1)

@@ -34,11 +34,12 @@ class _Calibrator:
         return f"num_bits={self._num_bits} axis={self._axis} unsigned={self._unsigned}"
 
 
-def check_floating_tensor(x):
-    """TypeError unless ``x`` is a floating point tensor (what every calibrator collects)."""
-    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-        raise TypeError(f"calibrators collect floating point tensors, got {getattr(x, 'dtype', type(x))}; "
-                        "cast it with .float() first")
+def as_floating_tensor(x):
+    """``x`` as a floating point tensor: integer and bool tensors are converted to float32 (as 2.2.1 accepts
+    them); TypeError for anything that is not a tensor."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"calibrators collect tensors, got {type(x).__name__}; pass a torch.Tensor")
+    return x if x.is_floating_point() else x.to(torch.float32)
 
 
 def nan_error():

@@ -5,7 +5,7 @@ import torch
 
 from pytorch_quantization import kernels
 from pytorch_quantization.calib import amax_search
-from pytorch_quantization.calib.calibrator import _Calibrator, check_floating_tensor, nan_error, negative_error
+from pytorch_quantization.calib.calibrator import _Calibrator, as_floating_tensor, nan_error, negative_error
 from pytorch_quantization.calib.histogram_bins import MAX_DATA, bin_edges, histogram_range, rebin
 
 __all__ = ["HistogramCalibrator", "calibrate_weights"]
@@ -39,8 +39,8 @@ class HistogramCalibrator(_Calibrator):
                  torch_hist=True):  # pylint: disable=unused-argument
         super().__init__(num_bits, axis, unsigned)
         if axis is not None:
-            raise ValueError(f"HistogramCalibrator supports per-tensor calibration only: axis must be None, got "
-                             f"{axis!r}; use MaxCalibrator (or calibrate_weights) for per-channel amax")
+            raise NotImplementedError(f"Calibrator histogram collection only supports per tensor scaling; got axis="
+                                      f"{axis!r}: use MaxCalibrator (or calibrate_weights) for per-channel amax")
         if isinstance(num_bins, bool) or not isinstance(num_bins, int) or num_bins < 2:
             raise ValueError(f"num_bins must be an int >= 2, got {num_bins!r}")
         if grow_method is not None:
@@ -71,7 +71,7 @@ class HistogramCalibrator(_Calibrator):
         Raises:
             ValueError: NaN/Inf in ``x``, magnitudes above ~1.7e38, or negative ``x`` with ``unsigned=True``.
         """
-        check_floating_tensor(x)
+        x = as_floating_tensor(x)
         if x.numel() == 0:
             return
         with torch.no_grad():
@@ -177,7 +177,7 @@ class HistogramCalibrator(_Calibrator):
         See ``amax_search`` for the exact definitions.
         """
         if method not in _METHODS:
-            raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
+            raise TypeError(f"Unknown calibration method {method!r}; use one of {_METHODS}")
         if self._calib_hist is None:
             warnings.warn("HistogramCalibrator.compute_amax() called before collect(); returning None", stacklevel=2)
             return None

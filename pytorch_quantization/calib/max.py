@@ -1,7 +1,7 @@
 """Calibrator whose amax is the running absolute maximum of everything collected."""
 import torch
 
-from pytorch_quantization.calib.calibrator import _Calibrator, check_floating_tensor, nan_error, negative_error
+from pytorch_quantization.calib.calibrator import _Calibrator, as_floating_tensor, nan_error, negative_error
 from pytorch_quantization.utils.reduce_amax import reduce_amax, _normalize_axes
 
 __all__ = ["MaxCalibrator"]
@@ -39,10 +39,10 @@ class MaxCalibrator(_Calibrator):
         """Update the running max with ``|x|``; an empty tensor changes nothing.
 
         Raises:
-            ValueError: NaN/Inf in ``x``, negative ``x`` with ``unsigned=True``, or an amax shape that differs from
-                the previous batches (e.g. a different channel count).
+            ValueError: NaN/Inf in ``x`` or negative ``x`` with ``unsigned=True``.
+            RuntimeError: an amax shape that differs from the previous batches (e.g. a different channel count).
         """
-        check_floating_tensor(x)
+        x = as_floating_tensor(x)
         if x.numel() == 0:
             return
         local = self._local_amax(x).to(torch.float32)
@@ -58,8 +58,9 @@ class MaxCalibrator(_Calibrator):
             self._calib_amax = local
         else:
             if local.shape != self._calib_amax.shape:
-                raise ValueError(f"amax shape changed from {tuple(self._calib_amax.shape)} to {tuple(local.shape)}; "
-                                 "a calibrator collects one kind of tensor (call reset() to start over)")
+                raise RuntimeError(f"amax shape changed! from {tuple(self._calib_amax.shape)} to "
+                                   f"{tuple(local.shape)}; a calibrator collects one kind of tensor "
+                                   "(call reset() to start over)")
             self._calib_amax = torch.maximum(self._calib_amax, local.to(self._calib_amax.device))
         if self._track_amax:
             self._amaxs.append(local.cpu().numpy().copy())

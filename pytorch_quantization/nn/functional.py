@@ -11,7 +11,7 @@ class ClipFunction(Function):
     Gradient (as in the PACT paper and TensorFlow's ``clip_by_value``): the input receives the
     incoming gradient where ``clip_value_min < input < clip_value_max``; a bound that requires grad
     receives the sum of the incoming gradient over the elements it clipped. Learnable bounds must be
-    scalars.
+    scalars (checked in backward, as in 2.2.1).
     """
 
     @staticmethod
@@ -22,14 +22,14 @@ class ClipFunction(Function):
         ctx.grad_min = isinstance(clip_value_min, torch.Tensor) and clip_value_min.requires_grad
         ctx.grad_max = isinstance(clip_value_max, torch.Tensor) and clip_value_max.requires_grad
         ctx.bound_dtypes = (getattr(clip_value_min, "dtype", None), getattr(clip_value_max, "dtype", None))
-        if (ctx.grad_min or ctx.grad_max) and (lo.numel() != 1 or hi.numel() != 1):
-            raise ValueError(f"learnable clip bounds must be scalars, got shapes {tuple(lo.shape)} and "
-                             f"{tuple(hi.shape)}; set requires_grad=False on per-element bounds")
         return torch.max(torch.min(input, hi), lo)
 
     @staticmethod
     def backward(ctx, grad_output):
         input, lo, hi = ctx.saved_tensors  # pylint: disable=redefined-builtin
+        if (ctx.grad_min or ctx.grad_max) and (lo.numel() != 1 or hi.numel() != 1):
+            raise ValueError(f"Learnable min/max can only be scalar, got size {tuple(lo.shape)} and "
+                             f"{tuple(hi.shape)}; set requires_grad=False on per-element bounds")
         above_min = input > lo
         below_max = input < hi
         zero = torch.zeros((), dtype=grad_output.dtype, device=grad_output.device)

@@ -37,16 +37,22 @@ def group_parameters(model, patterns_list, lrs=None, momentums=None, weight_deca
     given; each option list must have one entry per group). Patterns of different groups should not match the
     same parameter: PyTorch optimizers reject a parameter in two groups.
     """
+    hint = "e.g. [['conv1', 'conv2'], ['fc']]"
     if isinstance(patterns_list, str) or not isinstance(patterns_list, (list, tuple)):
-        raise TypeError("patterns_list must be a list of lists of patterns, e.g. [['conv1', 'conv2'], ['fc']]")
+        raise TypeError(f"patterns_list must be list of list of patterns, {hint}")
     for patterns in patterns_list:
+        if isinstance(patterns, str) or not isinstance(patterns, (list, tuple)):
+            raise TypeError(f"patterns_list must be list of list of patterns, {hint}; got an entry "
+                            f"{type(patterns).__name__}")
         _check_patterns(patterns, "each entry of patterns_list")
-    groups = [{"params": list(match_parameters(model, patterns))} for patterns in patterns_list]
-    for key, values in (("lr", lrs), ("momentum", momentums), ("weight_decay", weight_decays)):
-        if values is None:
-            continue
+    options = {key: values for key, values in (("lr", lrs), ("momentum", momentums), ("weight_decay", weight_decays))
+               if values is not None}
+    for key, values in options.items():
         if len(values) != len(patterns_list):
-            raise ValueError(f"{key} values: got {len(values)}, need one per group ({len(patterns_list)})")
+            raise TypeError(f"len({key}s) must match len(patterns_list): got {len(values)}, need one per group "
+                            f"({len(patterns_list)})")
+    groups = [{"params": list(match_parameters(model, patterns))} for patterns in patterns_list]
+    for key, values in options.items():
         for group, value in zip(groups, values):
             group[key] = value
     return groups

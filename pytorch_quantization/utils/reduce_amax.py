@@ -8,6 +8,8 @@ __all__ = ["reduce_amax"]
 
 def _normalize_axes(axis, ndim):
     axes = axis if isinstance(axis, (tuple, list)) else (axis,)
+    if len(axes) > max(ndim, 1):
+        raise ValueError(f"Cannot reduce more axes than tensor's dim. axis={axis!r} for a tensor with {ndim} dims")
     out = []
     for a in axes:
         if isinstance(a, bool) or not isinstance(a, numbers.Integral):

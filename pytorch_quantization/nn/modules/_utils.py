@@ -14,11 +14,12 @@ called on, so it applies to that class and every subclass that has not set its o
 ``QuantConv2d.set_default_quant_act(False)`` for one type. ``quant_modules.initialize(quant_act=...)``
 sets the ``QuantActMixin`` default while the patch is active.
 
-The value is an ordinary attribute (so ``copy.deepcopy`` and pickling keep it), is shown by
-``repr``, and is saved in ``state_dict`` under ``<prefix>_quant_act`` (a bool tensor). Loading a
-state_dict without that key (e.g. from upstream or from a float model) leaves the attribute as it
-is and still loads with ``strict=True``.
+The value is an ordinary attribute (so ``copy.deepcopy`` and pickling keep it) and is shown by
+``repr``. It is not part of ``state_dict`` (as in 2.2.1, a quantized module's state_dict loads
+strictly into the plain torch module); calibration files record it instead. A state_dict written
+by earlier versions of this package, which held ``<prefix>_quant_act``, still loads and restores it.
 """
+import inspect
 import copy
 
 import torch
@@ -39,10 +40,22 @@ def _check_bool(value, name):
 
 def _check_desc(value, name):
     if not isinstance(value, tensor_quant.ScaledQuantDescriptor):
-        raise TypeError(f"{name} must be a QuantDescriptor, got {type(value).__name__}")
+        raise ValueError(f"{name} is not an instance of QuantDescriptor! got {type(value).__name__}")
     if not value.fake_quant:
-        raise ValueError(f"{name} has fake_quant=False; quantized modules support fake quantization only")
+        raise ValueError(f"Only fake quantization is supported! {name} has fake_quant=False")
     return value
+
+
+def _check_unused_keys(cls, kwargs):
+    """TypeError (2.2.1's "Unused keys") for keywords the torch base class of ``cls`` does not take."""
+    torch_cls = next(c for c in cls.__mro__ if c.__module__.startswith("torch.nn."))
+    params = inspect.signature(torch_cls.__init__).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    unused = sorted(k for k in kwargs if k not in params)
+    if unused:
+        raise TypeError(f"Unused keys: {unused}; {cls.__name__} takes the arguments of {torch_cls.__name__} plus "
+                        "quant_desc_input, quant_desc_weight and quant_act")
 
 
 class QuantActMixin:
@@ -74,10 +87,6 @@ class QuantActMixin:
     def extra_repr(self):
         base = super().extra_repr()
         return f"{base}, quant_act={self._quant_act}" if base else f"quant_act={self._quant_act}"
-
-    def _save_to_state_dict(self, destination, prefix, keep_vars):
-        super()._save_to_state_dict(destination, prefix, keep_vars)
-        destination[prefix + QUANT_ACT_KEY] = torch.tensor(self._quant_act)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         value = state_dict.pop(prefix + QUANT_ACT_KEY, None)
@@ -157,6 +166,7 @@ class WeightedQuantModule(QuantMixin):
     ``quant_desc_input``, ``quant_desc_weight`` and ``quant_act``."""
 
     def __init__(self, *args, quant_desc_input=None, quant_desc_weight=None, quant_act=None, **kwargs):
+        _check_unused_keys(type(self), kwargs)
         super().__init__(*args, **kwargs)
         self.init_quantizer(quant_desc_input, quant_desc_weight, quant_act=quant_act)
 
@@ -169,6 +179,7 @@ class InputQuantModule(QuantInputMixin):
     """Constructor and forward for input-only modules: quantize the input, then run the torch module."""
 
     def __init__(self, *args, quant_desc_input=None, quant_act=None, **kwargs):
+        _check_unused_keys(type(self), kwargs)
         super().__init__(*args, **kwargs)
         self.init_quantizer(quant_desc_input, quant_act=quant_act)
 

@@ -1,6 +1,7 @@
 """``Clip`` module: clamp to a (possibly learnable) range."""
 import numbers
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -10,17 +11,16 @@ __all__ = ["Clip"]
 
 
 def _bound(value, learn, name):
+    """The bound as given, or a learnable scalar ``Parameter`` from a Python number or a one-element ndarray
+    (what 2.2.1 accepts; like 2.2.1, a tensor is refused)."""
     if not learn:
         return value
-    if isinstance(value, torch.Tensor):
-        if value.numel() != 1:
-            raise ValueError(f"{name} must be a scalar to be learned, got shape {tuple(value.shape)}")
-        value = value.detach().reshape(()).float().clone()
-    elif isinstance(value, numbers.Real) and not isinstance(value, bool):
-        value = torch.tensor(float(value))
-    else:
-        raise TypeError(f"{name} must be a number or a one-element tensor to be learned, got {type(value).__name__}")
-    return nn.Parameter(value)
+    if isinstance(value, np.ndarray) and value.size == 1:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"clip_value_min/clip_value_max must be scalar for initilizing learnable range. {name} is "
+                         f"a {type(value).__name__}; pass a Python float (e.g. tensor.item())")
+    return nn.Parameter(torch.tensor(float(value)))
 
 
 class Clip(nn.Module):

@@ -2,7 +2,8 @@
 
 Each class subclasses the torch class (same constructor arguments, parameters and state_dict
 keys) and adds keyword-only ``quant_desc_input``, ``quant_desc_weight`` and ``quant_act``.
-Weights are quantized per output channel (axis 0) by default.
+Weights are quantized per output channel by default: axis 0 of a convolution weight ``[out, in / groups, k...]``,
+axis 1 of a transposed-convolution weight ``[in, out / groups, k...]`` (as in 2.2.1).
 """
 import torch.nn.functional as F
 from torch.nn.modules import conv

@@ -16,9 +16,17 @@ from pytorch_quantization.nn.modules import _utils
 __all__ = ["QuantLSTM", "QuantLSTMCell", "LSTM", "LSTMCell"]
 
 
-def _check_hidden(h, expected, name):
+def _check_hidden(h, expected, label):
     if tuple(h.shape) != tuple(expected):
-        raise ValueError(f"{name} has shape {tuple(h.shape)}, expected {tuple(expected)}")
+        raise RuntimeError(f"Expected hidden{label} size {tuple(expected)}, got {tuple(h.shape)}")
+
+
+def _check_cell_hidden(inputs, h, hidden_size, label):
+    if inputs.size(0) != h.size(0):
+        raise RuntimeError(f"Input batch size {inputs.size(0)} doesn't match hidden{label} batch size {h.size(0)}")
+    if h.dim() != 2 or h.size(1) != hidden_size:
+        raise RuntimeError(f"hidden{label} has inconsistent hidden_size: got {tuple(h.shape)[1:]}, expected "
+                           f"{hidden_size}")
 
 
 class QuantLSTM(_utils.QuantMixin, rnn.LSTM):
@@ -29,7 +37,8 @@ class QuantLSTM(_utils.QuantMixin, rnn.LSTM):
     def __init__(self, *args, quant_desc_input=None, quant_desc_weight=None, quant_act=None, **kwargs):
         super().__init__(*args, **kwargs)
         if self.proj_size:
-            raise ValueError(f"proj_size={self.proj_size} is not supported by QuantLSTM; use proj_size=0")
+            raise ValueError(f"proj_size is not supported in pytorch-quantization yet (got proj_size={self.proj_size}); "
+                             "use proj_size=0")
         self.init_quantizer(quant_desc_input, quant_desc_weight, num_layers=self.num_layers * self._directions,
                             quant_act=quant_act)
 
@@ -48,13 +57,14 @@ class QuantLSTM(_utils.QuantMixin, rnn.LSTM):
             features = data.size(-1)
         else:
             if input.dim() not in (2, 3):
-                raise ValueError(f"QuantLSTM expects a 2-D (unbatched) or 3-D input, got shape {tuple(input.shape)}")
+                raise RuntimeError(f"input must have 3 dimensions, got {input.dim()} (shape {tuple(input.shape)}); a "
+                                   "2-D input is taken as one unbatched sequence")
             unbatched = input.dim() == 2
             seq = input.unsqueeze(1) if unbatched else (input.transpose(0, 1) if self.batch_first else input)
             steps = list(seq.unbind(0))
             batch, features = seq.size(1), seq.size(2)
         if features != self.input_size:
-            raise ValueError(f"input.size(-1) must be input_size={self.input_size}, got {features}")
+            raise RuntimeError(f"input.size(-1) must be equal to input_size. Expected {self.input_size}, got {features}")
 
         state_shape = (self.num_layers * self._directions, batch, self.hidden_size)
         if hx is None:
@@ -67,8 +77,8 @@ class QuantLSTM(_utils.QuantMixin, rnn.LSTM):
                 h0, c0 = h0.unsqueeze(1), c0.unsqueeze(1)
             if sorted_indices is not None:
                 h0, c0 = h0.index_select(1, sorted_indices), c0.index_select(1, sorted_indices)
-            _check_hidden(h0, state_shape, "h_0")
-            _check_hidden(c0, state_shape, "c_0")
+            _check_hidden(h0, state_shape, "[0]")
+            _check_hidden(c0, state_shape, "[1]")
             hx = (h0, c0)
 
         missing_biases = () if self.bias else (None, None)
@@ -105,14 +115,14 @@ class QuantLSTMCell(_utils.QuantMixin, rnn.LSTMCell):
         if unbatched:
             input = input.unsqueeze(0)
         if input.size(1) != self.input_size:
-            raise ValueError(f"input has {input.size(1)} features, expected input_size={self.input_size}")
+            raise RuntimeError(f"input has inconsistent input_size: got {input.size(1)}, expected {self.input_size}")
         if hx is None:
             zeros = torch.zeros(input.size(0), self.hidden_size, dtype=input.dtype, device=input.device)
             hx = (zeros, zeros)
         elif unbatched:
             hx = (hx[0].unsqueeze(0), hx[1].unsqueeze(0))
-        for h, name in zip(hx, ("hx[0]", "hx[1]")):
-            _check_hidden(h, (input.size(0), self.hidden_size), name)
+        for h, label in zip(hx, ("[0]", "[1]")):
+            _check_cell_hidden(input, h, self.hidden_size, label)
         h, c = quant_rnn.lstm_cell(input, hx, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh,
                                    self._input_quantizer if self._quant_act else None, self._weight_quantizer)
         return (h.squeeze(0), c.squeeze(0)) if unbatched else (h, c)

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from pytorch_quantization import calib
+from pytorch_quantization import onnx_export
 from pytorch_quantization import tensor_quant
 from pytorch_quantization import utils as quant_utils
 from pytorch_quantization.nn.modules.clip import Clip
@@ -26,9 +27,12 @@ def _to_amax_tensor(value, name):
             raise TypeError(f"{name} must be a number, list, ndarray or tensor, got {type(value).__name__}") from None
     if out.numel() == 0:
         raise ValueError(f"{name} is empty; pass one value per tensor or per channel")
-    if not torch.isfinite(out).all() or (out < 0).any():
-        raise ValueError(f"{name} must be finite and >= 0, got {out.flatten()[:8].tolist()}; pass the absolute range "
-                         "of the data, e.g. x.abs().amax(), or recalibrate")
+    if not torch.isfinite(out).all():
+        raise ValueError(f"{name} must be finite, got {out.flatten()[:8].tolist()}; recalibrate, or pass the absolute "
+                         "range of the data, e.g. x.abs().amax()")
+    if (out < 0).any():
+        raise ValueError(f"Negative values in amax: {name} got {out.flatten()[:8].tolist()}; pass the absolute range "
+                         "of the data, e.g. x.abs().amax()")
     return out.clone()
 
 
@@ -153,17 +157,18 @@ class TensorQuantizer(nn.Module):
 
     @amax.setter
     def amax(self, value):
+        """Set a static amax: a number, list, ndarray or tensor of any shape that broadcasts to the inputs (as in
+        2.2.1). Validated here (finite, >= 0), so the forward needs no value checks. Changing the shape of an
+        existing amax raises ``RuntimeError`` as in 2.2.1; setting None logs an error and changes nothing."""
         if value is None:
-            raise ValueError("amax cannot be set to None; to go back to dynamic ranges delete the buffer with "
-                             "`del quantizer._amax`")
+            logger.error("Setting amax no None is meaningless. To go back to dynamic ranges: del quantizer._amax")
+            return
         value = _to_amax_tensor(value, "amax")
-        if self._axis is None and value.numel() != 1:
-            raise ValueError(f"this quantizer is per-tensor (axis=None) but amax has {value.numel()} values; pass one "
-                             "value or use a descriptor with an axis")
         if hasattr(self, "_amax"):
             if self._amax.shape != value.shape:
-                raise ValueError(f"amax shape {tuple(value.shape)} differs from the current {tuple(self._amax.shape)}; "
-                                 "pass the same shape, or `del quantizer._amax` first to change it")
+                raise RuntimeError(f"Changing shape when setting amax is not allowed. Current shape "
+                                   f"{tuple(self._amax.shape)}, new {tuple(value.shape)}; `del quantizer._amax` first "
+                                   "to change it")
             self._amax.copy_(value)
         else:
             self.register_buffer("_amax", value)
@@ -176,14 +181,16 @@ class TensorQuantizer(nn.Module):
     @pre_quant_scale.setter
     def pre_quant_scale(self, value):
         if value is None:
-            raise ValueError("pre_quant_scale cannot be set to None; delete it with `del quantizer._pre_quant_scale`")
+            logger.error("Setting pre_quant_scale no None is meaningless. To remove it: del quantizer._pre_quant_scale")
+            return
         value = torch.as_tensor(value, dtype=torch.float32).detach().clone()
         if not torch.isfinite(value).all():
             raise ValueError("pre_quant_scale must be finite")
         if hasattr(self, "_pre_quant_scale"):
             if self._pre_quant_scale.shape != value.shape:
-                raise ValueError(f"pre_quant_scale shape {tuple(value.shape)} differs from the current "
-                                 f"{tuple(self._pre_quant_scale.shape)}; `del quantizer._pre_quant_scale` first")
+                raise RuntimeError(f"Changing shape when setting pre_quant_scale is not allowed. Current shape "
+                                   f"{tuple(self._pre_quant_scale.shape)}, new {tuple(value.shape)}; "
+                                   "`del quantizer._pre_quant_scale` first")
             self._pre_quant_scale.copy_(value)
         else:
             self.register_buffer("_pre_quant_scale", value)
@@ -204,8 +211,8 @@ class TensorQuantizer(nn.Module):
 
     def enable_clip(self):
         if not self._learn_amax:
-            raise ValueError("learn_amax is False, so there is no range to learn; use a descriptor with "
-                             "learn_amax=True to enable the clip stage")
+            raise ValueError("learn_amax is False. Cannot enable clip. There is no range to learn: use a descriptor "
+                             "with learn_amax=True")
         self.clip.clip_value_min.requires_grad = True
         self.clip.clip_value_max.requires_grad = True
         self._if_clip = True
@@ -237,10 +244,10 @@ class TensorQuantizer(nn.Module):
             raise RuntimeError("Calibrator not created.")
         calib_amax = self._calibrator.compute_amax(*args, **kwargs)
         if calib_amax is None:
-            msg = "Calibrator returned None: it has not seen any tensor."
+            msg = "Calibrator returned None. This usually happens when calibrator hasn't seen any tensor."
             if strict:
-                raise RuntimeError(msg + " Run calibration data through the model first, or pass strict=False to "
-                                   "leave amax unchanged.")
+                raise RuntimeError(msg + " Passing 'strict=False' to `load_calib_amax()` will ignore the error "
+                                   "(and leave amax unchanged). Run calibration data through the model first.")
             logger.warning("%s amax left unchanged.", msg)
             return
         calib_amax = _to_amax_tensor(calib_amax, "calibrated amax")
@@ -277,16 +284,18 @@ class TensorQuantizer(nn.Module):
         if amax.numel() == 1:
             return amax.reshape(())
         axes = self._kept_axes(inputs)
-        if axes is None:
-            raise ValueError(f"amax has {amax.numel()} values but the quantizer is per-tensor (axis=None); set a "
-                             "single amax or use a descriptor with an axis")
-        expected = tuple(inputs.shape[i] if i in axes else 1 for i in range(inputs.dim()))
-        if tuple(amax.shape) == expected:
-            return amax
-        if amax.dim() != inputs.dim() and [s for s in amax.shape if s != 1] == [s for s in expected if s != 1]:
-            return amax.reshape(expected)
+        if axes is not None:
+            expected = tuple(inputs.shape[i] if i in axes else 1 for i in range(inputs.dim()))
+            if tuple(amax.shape) == expected:
+                return amax
+            if amax.dim() != inputs.dim() and [s for s in amax.shape if s != 1] == [s for s in expected if s != 1]:
+                return amax.reshape(expected)
+        if amax.dim() <= inputs.dim() and all(a in (1, x) for a, x in zip(reversed(amax.shape),
+                                                                            reversed(inputs.shape))):
+            return amax  # any shape that broadcasts to the input, as 2.2.1 accepts
         raise ValueError(f"amax of shape {tuple(amax.shape)} does not fit axis={self._axis} of an input of shape "
-                         f"{tuple(inputs.shape)} (expected {expected}); recalibrate or set amax for this tensor")
+                         f"{tuple(inputs.shape)} and does not broadcast to it; recalibrate or set amax for this "
+                         "tensor")
 
     def _get_amax(self, inputs):
         """amax from the buffer, or computed from ``inputs`` when there is none; float32 or float64."""
@@ -300,8 +309,9 @@ class TensorQuantizer(nn.Module):
             amax = quant_utils.reduce_amax(inputs, axis=reduce_axis, keepdims=True)
         if self._scale_amax is not None:
             amax = amax.detach() * self._scale_amax
-        # `.data` (not detach()) so that the ONNX tracer records amax as a constant, which Q/DQ export needs
-        amax = amax.data
+        # `.data` under the TorchScript tracer so that it records amax as a constant, which its Q/DQ export needs;
+        # detach() elsewhere (torch.export turns `.data` into a lifted constant that the ONNX exporter cannot save)
+        amax = amax.data if torch.jit.is_tracing() else amax.detach()
         if amax.dtype not in (torch.float32, torch.float64):
             amax = amax.float()
         return amax
@@ -310,8 +320,10 @@ class TensorQuantizer(nn.Module):
         """PyTorch's native fake quantization over the full signed range (what ONNX Q/DQ computes)."""
         bound = self.maxbound
         qmin = 0 if self._unsigned else -bound - 1
-        if amax.numel() == 1:
-            return torch.fake_quantize_per_tensor_affine(inputs, amax.item() / bound, 0, qmin, bound)
+        if amax.numel() == 1:  # tensor scale / zero point: no host sync
+            scale = (amax.reshape(()) / bound).float()
+            zero_point = torch.zeros((), dtype=torch.int32, device=inputs.device)
+            return torch.fake_quantize_per_tensor_affine(inputs, scale, zero_point, qmin, bound)
         axes = [i for i, s in enumerate(amax.shape) if s != 1]
         if len(axes) != 1:
             raise ValueError(f"native fake quantization supports one axis, amax has shape {tuple(amax.shape)}")
@@ -320,13 +332,19 @@ class TensorQuantizer(nn.Module):
         return torch.fake_quantize_per_channel_affine(inputs, scale, zero_point, axes[0], qmin, bound)
 
     def _quant_forward(self, inputs):
+        exporting = self._enable_onnx_export and onnx_export.use_export_path()
         if self._num_bits == (4, 3):
-            return tensor_quant.scaled_e4m3(inputs, self._get_amax(inputs), 4, 3)
+            amax = self._get_amax(inputs)
+            if exporting:
+                return onnx_export.export_fake_e4m3(inputs, amax)
+            return tensor_quant.scaled_e4m3(inputs, amax, 4, 3)
         if self._learn_amax:
             inputs = self.clip(inputs)
             amax = torch.max(-self.clip.clip_value_min, self.clip.clip_value_max).detach()
         else:
             amax = self._get_amax(inputs)
+        if exporting and self._fake_quant:
+            return onnx_export.export_fake_quant(inputs, amax, self._num_bits, self._unsigned)
         if not self._fake_quant:
             outputs, self._scale = tensor_quant.tensor_quant(inputs, amax, self._num_bits, self._unsigned,
                                                              self._narrow_range)
@@ -398,7 +416,10 @@ class TensorQuantizer(nn.Module):
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         """Create ``_amax`` / ``_pre_quant_scale`` when the state_dict has them and this quantizer does not yet
-        (an uncalibrated model loading a calibrated checkpoint)."""
+        (an uncalibrated model loading a calibrated checkpoint). A loaded amax is validated here (finite, >= 0), so
+        the forward does not need to check it."""
+        if prefix + "_amax" in state_dict:
+            _to_amax_tensor(state_dict[prefix + "_amax"], f"state_dict entry {prefix}_amax")
         for name in ("_amax", "_pre_quant_scale"):
             key = prefix + name
             if key in state_dict and name not in self._buffers:
