@@ -250,7 +250,7 @@ class FakeTensorQuantFunction(Function):
     @staticmethod
     def backward(ctx, grad_outputs):
         mask, = ctx.saved_tensors
-        return grad_outputs * mask, None, None, None, None
+        return kernels.ste_grad(grad_outputs, mask), None, None, None, None
 
 
 class TensorQuantFunction(Function):
@@ -265,7 +265,7 @@ class TensorQuantFunction(Function):
 
     @staticmethod
     def forward(ctx, inputs, amax, num_bits=8, unsigned=False, narrow_range=True):
-        kernels._check_inputs(inputs, amax, num_bits, unsigned)  # pylint: disable=protected-access
+        kernels._check_inputs(inputs, amax, num_bits)  # pylint: disable=protected-access
         ctx.save_for_backward(inputs, amax)
         outputs, scale = _reference.quant(inputs, amax, num_bits, unsigned, narrow_range)
         if inputs.dtype == torch.float16 and scale.max() > 65504:
@@ -283,7 +283,7 @@ class LegacyFakeTensorQuantFunction(Function):
 
     @staticmethod
     def forward(ctx, inputs, amax, num_bits=8, unsigned=False, narrow_range=True):
-        kernels._check_inputs(inputs, amax, num_bits, unsigned)  # pylint: disable=protected-access
+        kernels._check_inputs(inputs, amax, num_bits)  # pylint: disable=protected-access
         ctx.save_for_backward(inputs, amax)
         return _reference.fake_quant(inputs, amax, num_bits, unsigned, narrow_range)
 
@@ -331,13 +331,15 @@ class ScaledE4M3Function(Function):
         if (E, M) != _E4M3:
             raise NotImplementedError(f"only E=4, M=3 is supported, got E={E}, M={M}")
         if amax is not None:
+            host_amax = None if isinstance(amax, torch.Tensor) else np.asarray(amax, dtype=np.float64)
+            if host_amax is not None and not np.all(np.isfinite(host_amax) & (host_amax > 0)):
+                raise ValueError(f"amax must be finite and > 0 for E4M3, got {amax!r}")  # host data: no sync
             amax = torch.as_tensor(amax, dtype=torch.float32, device=inputs.device)
             if amax.numel() != 1:
                 raise ValueError(f"scaled_e4m3 supports a per-tensor amax only, got shape {tuple(amax.shape)}")
-            if not torch.isfinite(amax).all() or (amax <= 0).any():
-                raise ValueError(f"amax must be finite and > 0 for E4M3, got {amax.item()}")
-        ctx.save_for_backward(inputs)
-        ctx.amax = _reference.E4M3_MAX if amax is None else float(amax)
+        # amax stays a tensor (no device sync); its values are validated where it is set or calibrated
+        ctx.save_for_backward(inputs, torch.full((), _reference.E4M3_MAX, device=inputs.device) if amax is None
+                              else amax.reshape(()))
         if amax is None:
             outputs = kernels.fake_e4m3(inputs)
         else:
@@ -348,8 +350,7 @@ class ScaledE4M3Function(Function):
 
     @staticmethod
     def backward(ctx, grad_outputs):
-        inputs, = ctx.saved_tensors
-        amax = torch.tensor(ctx.amax, dtype=torch.float32, device=inputs.device)
+        inputs, amax = ctx.saved_tensors
         return kernels.fake_quant_backward(grad_outputs, inputs, amax), None, None, None
 
 

@@ -207,13 +207,12 @@ class TestFakeTensorQuant:
             tensor_quant.fake_tensor_quant(x, 1.0)
         with pytest.raises(ValueError, match="amax"):
             tensor_quant.fake_tensor_quant(x, torch.tensor(-1.0))
-        with pytest.raises(ValueError, match="amax"):
-            tensor_quant.fake_tensor_quant(x, torch.tensor(float("nan")))
+        assert torch.isnan(tensor_quant.fake_tensor_quant(x, torch.tensor(float("nan")))).all()  # as in 2.2.1
         with pytest.raises(ValueError, match="broadcast"):
             tensor_quant.fake_tensor_quant(x, torch.ones(4, 1))
         with pytest.raises(ValueError, match="num_bits"):
             tensor_quant.fake_tensor_quant(x, torch.tensor(1.0), 0)
-        with pytest.raises(ValueError, match="unsigned"):
+        with pytest.raises(TypeError, match="Negative values encountered in unsigned quantization"):
             tensor_quant.fake_tensor_quant(-x, torch.tensor(1.0), 8, True)
 
 
