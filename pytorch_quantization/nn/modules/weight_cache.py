@@ -39,12 +39,11 @@ _state = {"enabled": True}
 
 
 def enable(value=True):
-    """Turn the weight cache on (the default) or off for every module; turning it off empties it."""
+    """Turn the weight cache on (the default) or off for every module. Off, entries are neither used nor
+    updated (``clear()`` frees them); on again, an entry is used only if it is still valid."""
     if not isinstance(value, bool):
         raise TypeError(f"enable() takes True or False, got {value!r}")
     _state["enabled"] = value
-    if not value:
-        clear()
 
 
 def is_enabled():
