@@ -17,6 +17,7 @@ settings on CPU bit for bit.
 import spconv.pytorch as spconv
 from spconv.pytorch.conv import _apply_act
 
+from pytorch_quantization.nn.modules import weight_cache
 from pytorch_quantization.nn.modules._utils import WeightedQuantModule
 
 __all__ = ["QuantSubMConv3d", "QuantSparseConv3d", "QuantSparseInverseConv3d", "SPARSE_QUANT_CLASSES"]
@@ -28,7 +29,7 @@ class _QuantSparseConvolution(WeightedQuantModule):
     def forward(self, input, add_input=None):  # pylint: disable=redefined-builtin
         if self.quant_act:
             input = input.replace_feature(self._input_quantizer(input.features))
-        out = self._conv_forward(self.training, input, self._weight_quantizer(self.weight), None, add_input,
+        out = self._conv_forward(self.training, input, weight_cache.quantized_weight(self), None, add_input,
                                  name=self.name, sparse_unique_name=self._sparse_unique_name)
         features = out.features
         if self.bias is not None:
