@@ -234,7 +234,8 @@ def _onnx_qdq(g, inputs, amax, num_bits, unsigned, narrow_range):
 class FakeTensorQuantFunction(Function):
     """Fake quantization with a straight-through estimator (gradient zero where ``|x| > amax``).
 
-    The forward is one fused pass that also produces the mask the backward uses.
+    The forward is one fused pass that also produces the mask the backward uses (only when ``inputs``
+    requires grad: at inference it writes the output alone).
     """
 
     @staticmethod
@@ -243,12 +244,16 @@ class FakeTensorQuantFunction(Function):
 
     @staticmethod
     def forward(ctx, inputs, amax, num_bits=8, unsigned=False, narrow_range=True):
+        if not ctx.needs_input_grad[0]:
+            return kernels.fake_quant(inputs, amax, num_bits, unsigned, narrow_range)
         outputs, mask = kernels.fake_quant_cachemask(inputs, amax, num_bits, unsigned, narrow_range)
         ctx.save_for_backward(mask)
         return outputs
 
     @staticmethod
     def backward(ctx, grad_outputs):
+        if not ctx.needs_input_grad[0]:
+            return None, None, None, None, None
         mask, = ctx.saved_tensors
         return kernels.ste_grad(grad_outputs, mask), None, None, None, None
 
