@@ -33,7 +33,7 @@ from torch.nn.modules import module as torch_module
 
 __all__ = ["quantized_weight", "enable", "is_enabled", "clear"]
 
-_SETTING_TYPES = (bool, int, float, str, tuple, type(None))
+_SETTING_TYPES = frozenset((bool, int, float, str, tuple, type(None)))
 _ENTRIES = weakref.WeakKeyDictionary()  # module -> (key, tensors the key refers to by id, quantized weight)
 _state = {"enabled": True}
 
@@ -83,9 +83,15 @@ def _tensor_token(tensor):
 
 
 def _key(weight, quantizer):
-    """(key, tensors): everything the quantized weight is computed from, tensors by identity and version."""
-    tensors = [weight] + [t for t in quantizer.buffers() if t is not None] + list(quantizer.parameters())
-    settings = tuple((name, value) for name, value in vars(quantizer).items() if isinstance(value, _SETTING_TYPES))
+    """(key, tensors): everything the quantized weight is computed from, tensors by identity and version.
+
+    The quantizer's own buffers and parameters only: submodules (``clip``) matter with ``learn_amax``, which
+    is never cached.
+    """
+    # pylint: disable=protected-access
+    tensors = [weight] + [t for t in quantizer._buffers.values() if t is not None] + [
+        t for t in quantizer._parameters.values() if t is not None]
+    settings = tuple(item for item in vars(quantizer).items() if type(item[1]) in _SETTING_TYPES)
     key = (tuple(_tensor_token(t) for t in tensors), settings, type(quantizer).use_fb_fake_quant,
            torch.is_inference_mode_enabled())
     return key, tensors
