@@ -349,3 +349,48 @@ def test_upstream_value_errors_from_the_cpu_kernels(dtype, op):
     assert torch.equal(x, original)  # the in-place op checks before writing
     nan_amax = torch.tensor([float("nan")], dtype=_reference.compute_dtype(dtype))
     assert_bitwise_equal(OPS.fake_quant(x, nan_amax, None, 8, False, True), reference(x, nan_amax, None))
+
+
+def unpack_mask(packed, numel):
+    """The flags of a packed mask, written out here: element i is bit i % 8 of byte i // 8."""
+    bits = (packed.long()[:, None] >> torch.arange(8)) & 1
+    return bits.flatten()[:numel].bool()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape,axis", [((13,), None), ((3, 5, 7), 1), ((6, 40), 0), ((2, 3, 9), 2),
+                                        ((300_001,), None), ((7, 3, 20_001), 1)])
+def test_packed_mask_forward_and_backward(dtype, shape, axis):
+    x = random_input(shape, dtype, seed=14)
+    amax = amax_for(x, axis, seed=15)
+    out, packed = OPS.fake_quant_packmask(x, amax, axis, 8, False, True)
+    assert_bitwise_equal(out, reference(x, amax, axis))
+    assert packed.dtype == torch.uint8 and packed.shape == ((x.numel() + 7) // 8,)
+    expected_mask = _reference.ste_mask(x, _reference.broadcast_amax(amax, x.dim(), axis))
+    assert torch.equal(unpack_mask(packed, x.numel()), expected_mask.flatten())
+    if x.numel() % 8:
+        assert int(packed[-1]) >> (x.numel() % 8) == 0, "unused bits of the last byte must be 0"
+    grad = random_input(shape, dtype, seed=16)
+    assert_bitwise_equal(OPS.ste_grad_packed(grad, packed),
+                         torch.where(expected_mask, grad, torch.zeros((), dtype=dtype)))
+
+
+def test_packed_mask_errors_and_unsigned_check():
+    x = random_input((4, 9), torch.float32, seed=17)
+    with pytest.raises(TypeError, match="^Negative values encountered in unsigned quantization"):
+        OPS.fake_quant_packmask(x, torch.tensor([1.0]), None, 8, True, False)
+    with pytest.raises(RuntimeError, match="ceil"):
+        OPS.ste_grad_packed(x, torch.zeros(4, dtype=torch.uint8))
+    with pytest.raises(RuntimeError, match="ceil"):
+        OPS.ste_grad_packed(x, torch.zeros(5, dtype=torch.bool))
+
+
+def test_fake_tensor_quant_backward_uses_the_packed_mask():
+    x = random_input((5, 33), torch.float32, seed=18).requires_grad_()
+    amax = torch.tensor(1.5)
+    grad = random_input((5, 33), torch.float32, seed=19)
+    out = tensor_quant.fake_tensor_quant(x, amax, 8)
+    saved = out.grad_fn.saved_tensors[0]
+    assert saved.dtype == torch.uint8 and saved.numel() == (x.numel() + 7) // 8
+    (actual,) = torch.autograd.grad(out, x, grad)
+    assert torch.equal(actual, torch.where(x.detach().abs() <= 1.5, grad, torch.zeros(())))
