@@ -18,8 +18,7 @@ from pytorch_quantization import _reference
 from pytorch_quantization import ops
 
 __all__ = [
-    "kernel_backend", "fake_quant", "fake_quant_cachemask", "fake_quant_for_backward", "fake_quant_",
-    "fake_quant_backward", "ste_grad",
+    "kernel_backend", "fake_quant", "fake_quant_cachemask", "fake_quant_", "fake_quant_backward", "ste_grad",
     "fake_e4m3", "abs_histogram", "amax_axis"
 ]
 
@@ -100,19 +99,6 @@ def fake_quant_cachemask(x, amax, num_bits=8, unsigned=False, narrow_range=True)
                                                                narrow_range)
 
 
-def fake_quant_for_backward(x, amax, num_bits=8, unsigned=False, narrow_range=True):
-    """``(output, mask)`` for a backward through ``ste_grad``. On the CPU's compiled ops the mask is packed
-    8 flags per byte (uint8, ``ceil(numel / 8)`` elements), so forward and backward move 1/8 of the mask
-    bytes; elsewhere it is the bool mask of ``fake_quant_cachemask``."""
-    _check_inputs(x, amax, num_bits)
-    compiled = _compiled_args(x, amax)
-    if compiled is None:
-        return _reference.fake_quant_cachemask(x, amax, num_bits, unsigned, narrow_range)
-    op = torch.ops.pytorch_quantization.fake_quant_packmask if x.device.type == "cpu" else \
-        torch.ops.pytorch_quantization.fake_quant_cachemask
-    return op(x, compiled[0], compiled[1], num_bits, unsigned, narrow_range)
-
-
 def fake_quant_(x, amax, num_bits=8, unsigned=False, narrow_range=True):
     """In-place fake quantization of ``x``; returns ``x``."""
     _check_inputs(x, amax, num_bits)
@@ -129,10 +115,7 @@ def fake_quant_backward(grad, x, amax):
 
 
 def ste_grad(grad, mask):
-    """Backward of fake quantization from its saved mask (bool, or packed by ``fake_quant_for_backward``):
-    ``grad`` where the mask is set, +0.0 elsewhere, in one pass."""
-    if mask.dtype == torch.uint8:
-        return torch.ops.pytorch_quantization.ste_grad_packed(grad, mask)
+    """Backward of fake quantization from its saved mask: ``grad`` where ``mask``, +0.0 elsewhere (one pass)."""
     if ops.serves(grad.device.type):
         return torch.ops.pytorch_quantization.ste_grad(grad, mask)
     return torch.where(mask, grad, torch.zeros((), dtype=grad.dtype, device=grad.device))

@@ -19,8 +19,6 @@ import torch
 from pytorch_quantization import _reference
 
 _OPS = ("fake_quant", "fake_quant_cachemask", "fake_quant_", "ste_grad", "fake_e4m3", "abs_histogram")
-# the bit-packed STE mask (fake quant writing 1 bit per element, and its backward): CPU only
-_CPU_ONLY_OPS = ("fake_quant_packmask", "ste_grad_packed")
 _DISPATCH_KEYS = {"cpu": "CPU", "cuda": "CUDA"}
 
 _C = None
@@ -39,8 +37,7 @@ def _served_devices():
         return frozenset()
     has_kernel = torch._C._dispatch_has_kernel_for_dispatch_key  # pylint: disable=protected-access
     return frozenset(device for device, key in _DISPATCH_KEYS.items()
-                     if all(has_kernel(f"pytorch_quantization::{op}", key)
-                            for op in _OPS + (_CPU_ONLY_OPS if device == "cpu" else ())))
+                     if all(has_kernel(f"pytorch_quantization::{op}", key) for op in _OPS))
 
 
 # Fixed once _C is loaded; a plain set lookup keeps serves() traceable by torch.compile.
@@ -62,10 +59,6 @@ def _fake_quant_cachemask_fake(x, amax, axis, num_bits, is_unsigned, narrow_rang
 
 def _fake_quant_inplace_fake(x, amax, axis, num_bits, is_unsigned, narrow_range):  # pylint: disable=unused-argument
     return None
-
-
-def _fake_quant_packmask_fake(x, amax, axis, num_bits, is_unsigned, narrow_range):  # pylint: disable=unused-argument
-    return x.new_empty(x.shape), x.new_empty(((x.numel() + 7) // 8,), dtype=torch.uint8)
 
 
 def _ste_grad_fake(grad, mask):  # pylint: disable=unused-argument
@@ -106,9 +99,7 @@ def _register_tracing_support():
         "fake_quant": _fake_quant_fake,
         "fake_quant_cachemask": _fake_quant_cachemask_fake,
         "fake_quant_": _fake_quant_inplace_fake,
-        "fake_quant_packmask": _fake_quant_packmask_fake,
         "ste_grad": _ste_grad_fake,
-        "ste_grad_packed": _ste_grad_fake,
         "fake_e4m3": _fake_e4m3_fake,
         "abs_histogram": _abs_histogram_fake,
     }

@@ -246,7 +246,7 @@ class FakeTensorQuantFunction(Function):
     def forward(ctx, inputs, amax, num_bits=8, unsigned=False, narrow_range=True):
         if not ctx.needs_input_grad[0]:
             return kernels.fake_quant(inputs, amax, num_bits, unsigned, narrow_range)
-        outputs, mask = kernels.fake_quant_for_backward(inputs, amax, num_bits, unsigned, narrow_range)
+        outputs, mask = kernels.fake_quant_cachemask(inputs, amax, num_bits, unsigned, narrow_range)
         ctx.save_for_backward(mask)
         return outputs
 

@@ -21,7 +21,6 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
-#include <cstring>
 #include <type_traits>
 #include <vector>
 
@@ -229,74 +228,26 @@ struct QuantPlan {
   }
 };
 
-// Quantizes elements [begin, end) of in into out; mask, when given, receives element begin's flag at
-// mask[0]. Returns nonzero when a negative input was seen (out of place only).
-template <typename scalar_t>
-unsigned quantize_range(const scalar_t* in, scalar_t* out, bool* mask, int64_t begin, int64_t end,
-                        const QuantPlan<at::opmath_type<scalar_t>>& plan) {
-  using acc_t = at::opmath_type<scalar_t>;
-  unsigned negative = 0;
-  plan.for_each_run(begin, end, [&](int64_t b, int64_t e, const RunConstants<acc_t>& k) {
-    bool* m = mask ? mask + (b - begin) : nullptr;
-    if (plan.per_element) {
-      negative |= m ? quantize_any<true, true>(in + b, out + b, m, e - b, k)
-                    : quantize_any<true, false>(in + b, out + b, nullptr, e - b, k);
-    } else {
-      negative |= m ? quantize_any<false, true>(in + b, out + b, m, e - b, k)
-                    : quantize_any<false, false>(in + b, out + b, nullptr, e - b, k);
-    }
-  });
-  return negative;
-}
-
 // Fake quant of contiguous src into contiguous dst (dst may be src), and mask when given. Returns
 // whether a negative input was seen (out of place only).
 template <typename scalar_t>
 bool fake_quant_contiguous(const at::Tensor& src, at::Tensor& dst, bool* mask,
                            const QuantPlan<at::opmath_type<scalar_t>>& plan) {
+  using acc_t = at::opmath_type<scalar_t>;
   const scalar_t* in = src.const_data_ptr<scalar_t>();
   scalar_t* out = dst.mutable_data_ptr<scalar_t>();
   std::atomic<bool> found_negative{false};
   at::parallel_for(0, src.numel(), kGrainSize, [&](int64_t begin, int64_t end) {
-    if (quantize_range(in, out, mask ? mask + begin : nullptr, begin, end, plan) != 0) {
-      found_negative.store(true, std::memory_order_relaxed);
-    }
-  });
-  return found_negative.load();
-}
-
-constexpr int64_t kPackBlock = 4096;  // elements quantized per packing step, a multiple of 8
-
-// Eight flags (bytes holding 0 or 1) as one byte, flag i in bit i: the multiply moves byte i's low bit to
-// bit 56 + i, and every other partial product lands below bit 56 or above bit 63 without carries.
-inline uint8_t pack_flags(const bool* flags) {
-  uint64_t bytes;
-  std::memcpy(&bytes, flags, sizeof(bytes));
-  return static_cast<uint8_t>((bytes * 0x0102040810204080ull) >> 56);
-}
-
-// Like fake_quant_contiguous with a mask, but the mask is packed 8 flags per byte (element i in bit i % 8 of
-// byte i / 8; the unused bits of the last byte are 0). Threads split at byte boundaries.
-template <typename scalar_t>
-bool fake_quant_contiguous_packed(const at::Tensor& src, at::Tensor& dst, uint8_t* packed,
-                                  const QuantPlan<at::opmath_type<scalar_t>>& plan) {
-  const scalar_t* in = src.const_data_ptr<scalar_t>();
-  scalar_t* out = dst.mutable_data_ptr<scalar_t>();
-  const int64_t n = src.numel();
-  std::atomic<bool> found_negative{false};
-  at::parallel_for(0, (n + 7) / 8, kGrainSize / 8, [&](int64_t byte_begin, int64_t byte_end) {
-    bool flags[kPackBlock];
     unsigned negative = 0;
-    const int64_t stop = std::min(byte_end * 8, n);
-    for (int64_t b = byte_begin * 8; b < stop; b += kPackBlock) {
-      const int64_t e = std::min(b + kPackBlock, stop);
-      negative |= quantize_range(in, out, flags, b, e, plan);
-      const int64_t bytes = (e - b + 7) / 8;
-      std::fill(flags + (e - b), flags + bytes * 8, false);
-      for (int64_t j = 0; j < bytes; ++j) {
-        packed[b / 8 + j] = pack_flags(flags + 8 * j);
+    plan.for_each_run(begin, end, [&](int64_t b, int64_t e, const RunConstants<acc_t>& k) {
+      if (plan.per_element) {
+        negative |= mask ? quantize_any<true, true>(in + b, out + b, mask + b, e - b, k)
+                         : quantize_any<true, false>(in + b, out + b, nullptr, e - b, k);
+      } else {
+        negative |= mask ? quantize_any<false, true>(in + b, out + b, mask + b, e - b, k)
+                         : quantize_any<false, false>(in + b, out + b, nullptr, e - b, k);
       }
-    }
+    });
     if (negative != 0) {
       found_negative.store(true, std::memory_order_relaxed);
     }
@@ -322,27 +273,6 @@ std::tuple<at::Tensor, at::Tensor> fake_quant_with_mask(const at::Tensor& x, con
     check_unsigned_input(negative);
   }
   return {out, mask};
-}
-
-// fake_quant_cachemask with the mask packed 8 flags per byte (uint8, ceil(numel / 8) elements): the
-// backward then reads an eighth of the mask bytes (ste_grad_packed).
-std::tuple<at::Tensor, at::Tensor> fake_quant_packmask_cpu(const at::Tensor& x, const at::Tensor& amax,
-                                                           std::optional<int64_t> axis, int64_t num_bits,
-                                                           bool is_unsigned, bool narrow_range) {
-  const ChannelLayout layout = check_fake_quant_args(x, amax, axis, num_bits, "fake_quant_packmask");
-  const IntegerRange range = integer_range(num_bits, is_unsigned, narrow_range);
-  const at::Tensor src = x.contiguous();
-  at::Tensor out = at::empty(x.sizes(), x.options());
-  at::Tensor packed = at::empty({(x.numel() + 7) / 8}, x.options().dtype(at::kByte));
-  bool negative = false;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "fake_quant_packmask", [&] {
-    const QuantPlan<at::opmath_type<scalar_t>> plan(amax, layout, range);
-    negative = fake_quant_contiguous_packed<scalar_t>(src, out, packed.mutable_data_ptr<uint8_t>(), plan);
-  });
-  if (is_unsigned) {
-    check_unsigned_input(negative);
-  }
-  return {out, packed};
 }
 
 at::Tensor fake_quant_cpu(const at::Tensor& x, const at::Tensor& amax, std::optional<int64_t> axis, int64_t num_bits,
@@ -381,7 +311,6 @@ void fake_quant_inplace_cpu(at::Tensor& x, const at::Tensor& amax, std::optional
 TORCH_LIBRARY_IMPL(pytorch_quantization, CPU, m) {
   m.impl("fake_quant", &fake_quant_cpu);
   m.impl("fake_quant_cachemask", &fake_quant_cachemask_cpu);
-  m.impl("fake_quant_packmask", &fake_quant_packmask_cpu);
   m.impl("fake_quant_", &fake_quant_inplace_cpu);
 }
 
