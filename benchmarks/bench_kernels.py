@@ -209,7 +209,8 @@ def _timed_rows(op, cases, x, device, reps, warmup, scale=1):
                 runnable[name] = fn
             except (RuntimeError, NotImplementedError) as error:  # e.g. a built-in without this dtype
                 print(f"  {op} {dtype} {name}: not run ({str(error).splitlines()[0][:80]})", file=sys.stderr)
-        times = {name: seconds / scale for name, seconds in time_interleaved(runnable, device, reps, warmup).items()}
+        measured = time_interleaved(runnable, device, reps, warmup)
+        times = {name: seconds / scale for name, seconds in measured.items()}
         gbps = {name: (clone_bytes(pass_name, x) if name == "clone" else nominal_bytes(op, pass_name, x)) / seconds / 1e9
                 for name, seconds in times.items()}
         for name, seconds in times.items():

@@ -59,8 +59,9 @@ def clear(module=None):
 
 
 def _has_hooks(quantizer):
-    return bool(quantizer._forward_hooks or quantizer._forward_pre_hooks  # pylint: disable=protected-access
-                or torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks)  # pylint: disable=protected-access
+    # pylint: disable=protected-access
+    return bool(quantizer._forward_hooks or quantizer._forward_pre_hooks or torch_module._global_forward_hooks
+                or torch_module._global_forward_pre_hooks)
 
 
 def _reusable(weight, quantizer):
@@ -79,7 +80,8 @@ def _reusable(weight, quantizer):
 
 
 def _tensor_token(tensor):
-    return (id(tensor), tensor._version, tensor.data_ptr(), tensor.dtype, tensor.device, tuple(tensor.shape))  # pylint: disable=protected-access
+    # pylint: disable=protected-access
+    return (id(tensor), tensor._version, tensor.data_ptr(), tensor.dtype, tensor.device, tuple(tensor.shape))
 
 
 def _key(weight, quantizer):
