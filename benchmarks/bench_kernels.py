@@ -7,6 +7,11 @@ Examples::
     PYTHONPATH=. python benchmarks/bench_kernels.py --full --json out.json
     PYTHONPATH=. python benchmarks/bench_kernels.py --ops per_tensor --dtypes float32 --sizes 16M --threads 2
 
+A summary at the end lists the targets of the kernels with the ratio this run measured for each
+(float32, largest size given): forward and forward+backward against clone, E4M3 forward against clone,
+the histogram against ``torch.histc``, and the per-call time of a ``TensorQuantizer`` forward on a
+64 KiB tensor against ``torch.fake_quantize_per_tensor_affine`` (``--ops call``).
+
 Effective GB/s counts the bytes a perfect kernel moves (forward: read x, write y; forward+backward:
 also read the incoming gradient and write the input gradient; histogram: read x), the same for every
 implementation, so the GB/s column ranks them. ``x clone`` is that GB/s over the GB/s of clone
@@ -24,8 +29,20 @@ import time
 import torch
 
 from pytorch_quantization import _reference, ops, tensor_quant
+from pytorch_quantization.nn import TensorQuantizer
 
-OPS = ("per_tensor", "per_channel", "e4m3", "histogram")
+OPS = ("per_tensor", "per_channel", "e4m3", "histogram", "call")
+CALL_BYTES = 64 * 2 ** 10
+CALLS_PER_SAMPLE = 100
+# (op, pass, what is compared, target): "clone" targets are minimum GB/s ratios to clone, "torch" targets minimum
+# speedups over torch's built-in, "call" a maximum per-call time ratio to torch's built-in
+TARGETS = {
+    "cpu": [("per_tensor", "fwd+bwd", "clone", 0.8), ("per_channel", "fwd+bwd", "clone", 0.8),
+            ("e4m3", "fwd", "clone", 0.8), ("call", "fwd", "call", 1.2)],
+    "cuda": [("per_tensor", "fwd", "clone", 0.9), ("per_channel", "fwd", "clone", 0.85),
+             ("per_tensor", "fwd+bwd", "clone", 0.8), ("per_channel", "fwd+bwd", "clone", 0.8),
+             ("e4m3", "fwd", "clone", 0.8), ("histogram", "fwd", "torch", 5.0), ("call", "fwd", "call", 1.2)],
+}
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
 QUICK_SIZES = ("64K", "1M", "16M")
 FULL_SIZES = ("64K", "1M", "16M", "256M")
@@ -135,6 +152,24 @@ def histogram_cases(x):
     return {"fwd": forward}
 
 
+def call_cases(dtype, device):
+    """Per-call cost on a small tensor: a TensorQuantizer forward (the whole Python path) against torch's op."""
+    x = torch.randn(CALL_BYTES // torch.tensor([], dtype=dtype).element_size(), device=device).to(dtype)
+    quantizer = TensorQuantizer(tensor_quant.QuantDescriptor(num_bits=8, amax=3.0)).to(device)
+
+    def repeated(fn):
+        def run():
+            for _ in range(CALLS_PER_SAMPLE):
+                fn()
+        return run
+
+    forward = {"clone": repeated(x.clone),
+               "torch": repeated(lambda: torch.fake_quantize_per_tensor_affine(x, 3.0 / 127, 0, -128, 127))}
+    if ops.serves(device):
+        forward["ours"] = repeated(lambda: quantizer(x))
+    return x, {"fwd": forward}
+
+
 def nominal_bytes(op, pass_name, x):
     """Bytes a perfect kernel moves (see the module docstring)."""
     nbytes = x.numel() * x.element_size()
@@ -149,6 +184,9 @@ def clone_bytes(pass_name, x):
 
 
 def run_case(op, dtype, nbytes, device, reps, warmup):
+    if op == "call":
+        x, cases = call_cases(dtype, device)
+        return _timed_rows(op, cases, x, device, reps, warmup, scale=CALLS_PER_SAMPLE)
     numel = max(CHANNELS, nbytes // torch.tensor([], dtype=dtype).element_size())
     x = (torch.randn(CHANNELS, numel // CHANNELS, device=device) * 2).to(dtype)
     if op in ("per_tensor", "per_channel"):
@@ -157,6 +195,11 @@ def run_case(op, dtype, nbytes, device, reps, warmup):
         cases = e4m3_cases(x)
     else:
         cases = histogram_cases(x)
+    return _timed_rows(op, cases, x, device, reps, warmup)
+
+
+def _timed_rows(op, cases, x, device, reps, warmup, scale=1):
+    """Rows of the table for ``cases`` ({pass: {impl: fn}}); ``scale`` calls per timed function."""
     rows = []
     for pass_name, fns in cases.items():
         runnable = {}
@@ -166,17 +209,49 @@ def run_case(op, dtype, nbytes, device, reps, warmup):
                 runnable[name] = fn
             except (RuntimeError, NotImplementedError) as error:  # e.g. a built-in without this dtype
                 print(f"  {op} {dtype} {name}: not run ({str(error).splitlines()[0][:80]})", file=sys.stderr)
-        times = time_interleaved(runnable, device, reps, warmup)
+        measured = time_interleaved(runnable, device, reps, warmup)
+        times = {name: seconds / scale for name, seconds in measured.items()}
         gbps = {name: (clone_bytes(pass_name, x) if name == "clone" else nominal_bytes(op, pass_name, x)) / seconds / 1e9
                 for name, seconds in times.items()}
         for name, seconds in times.items():
             rows.append({
-                "op": op, "dtype": str(dtype).replace("torch.", ""), "bytes": x.numel() * x.element_size(),
+                "op": op, "dtype": str(x.dtype).replace("torch.", ""), "bytes": x.numel() * x.element_size(),
                 "size": size_label(x.numel() * x.element_size()), "pass": pass_name, "impl": name,
                 "ms": seconds * 1e3, "gbps": gbps[name], "vs_clone": gbps[name] / gbps["clone"],
                 "speedup_vs_torch": times["torch"] / seconds if "torch" in times and name == "ours" else None,
             })
     return rows
+
+
+def summarize(rows, device):
+    """[(description, measured, target, met)] for the targets of ``device``: float32, largest size measured."""
+    out = []
+    for op, pass_name, kind, target in TARGETS[device]:
+        candidates = [r for r in rows if r["op"] == op and r["pass"] == pass_name and r["dtype"] == "float32"]
+        if not candidates:
+            continue
+        largest = max(r["bytes"] for r in candidates)
+        by_impl = {r["impl"]: r for r in candidates if r["bytes"] == largest}
+        if "ours" not in by_impl:
+            continue
+        ours = by_impl["ours"]
+        if kind == "clone":
+            measured, met, text = ours["vs_clone"], ours["vs_clone"] >= target, f">= {target}x clone GB/s"
+        elif kind == "torch":
+            measured, met, text = ours["speedup_vs_torch"], ours["speedup_vs_torch"] >= target, f">= {target}x torch"
+        else:
+            measured = ours["ms"] / by_impl["torch"]["ms"]
+            met, text = measured <= target, f"<= {target}x torch's per-call time"
+        out.append({"op": op, "pass": pass_name, "size": ours["size"], "target": text, "measured": measured,
+                    "met": bool(met)})
+    return out
+
+
+def print_summary(summary, file=sys.stdout):
+    print("\ntargets (float32, largest size):", file=file)
+    for s in summary:
+        print(f"  {s['op']:<12}{s['pass']:<8}{s['size']:>8}  {s['measured']:6.2f}  target {s['target']:<34}"
+              f"{'met' if s['met'] else 'NOT MET'}", file=file)
 
 
 def print_table(rows, file=sys.stdout):
@@ -231,14 +306,16 @@ def main(argv=None):
     rows = []
     for op in args.ops:
         for dtype_name in args.dtypes:
-            for nbytes in args.sizes:
+            for nbytes in ([CALL_BYTES] if op == "call" else args.sizes):
                 rows.extend(run_case(op, DTYPES[dtype_name], nbytes, args.device, args.reps, args.warmup))
     settings = {"device": args.device, "threads": torch.get_num_threads(), "torch": torch.__version__,
                 "compiled_ops": ops.serves(args.device), "reps": args.reps}
+    summary = summarize(rows, args.device)
     print(f"# {settings}")
     print_table(rows)
+    print_summary(summary)
     if args.json:
-        write_json(args.json, {"settings": settings, "rows": rows})
+        write_json(args.json, {"settings": settings, "rows": rows, "summary": summary})
     return rows
 
 

@@ -28,14 +28,22 @@ C10_HOST_DEVICE inline float bits_to_float(uint32_t u) {
 #endif
 }
 
+// a where cond, else b; a mask instead of a conditional so that CPU loops vectorize (SSE2 included).
+C10_HOST_DEVICE inline uint32_t select_bits(bool cond, uint32_t a, uint32_t b) {
+  const uint32_t mask = 0u - static_cast<uint32_t>(cond);
+  return (a & mask) | (b & ~mask);
+}
+
 // Saturating, round-half-to-even cast to E4M3 and back, bit for bit what torch's
 // x.to(torch.float8_e4m3fn).float() gives: |x| >= 448 (and +-Inf) -> +-448, NaN -> NaN with the
 // input's sign (float bits 0x7ff00000), below 2**-6 the grid is the subnormal step 2**-9.
-// Every case is computed and one is selected, without branches, so that CPU loops vectorize.
+// Every case is computed and one is selected, without branches, so that CPU loops vectorize; the
+// magnitude is below 2**31, so it is compared as a signed int (SSE2 has no unsigned compare).
 C10_HOST_DEVICE inline float round_to_e4m3(float f) {
   const uint32_t bits = float_to_bits(f);
   const uint32_t sign = bits & 0x80000000u;
   const uint32_t magnitude = bits & 0x7fffffffu;
+  const int32_t signed_magnitude = static_cast<int32_t>(magnitude);
   // Normal range: keep 3 mantissa bits, rounding the 20 dropped bits half to even.
   const uint32_t normal = (magnitude + 0x7ffffu + ((magnitude >> 20) & 1u)) & 0xfff00000u;
   // Below 2**-6: count steps of 2**-9 (both scalings by powers of two are exact).
@@ -47,9 +55,9 @@ C10_HOST_DEVICE inline float round_to_e4m3(float f) {
   steps = (steps + kRoundingBias) - kRoundingBias;
 #endif
   const uint32_t subnormal = float_to_bits(steps * 0.001953125f);
-  uint32_t result = magnitude < 0x3c800000u ? subnormal : normal;  // 0x3c800000: 2**-6
-  result = magnitude >= 0x43e00000u ? 0x43e00000u : result;         // 448.0f and above, Inf included
-  result = magnitude > 0x7f800000u ? 0x7ff00000u : result;          // NaN
+  uint32_t result = select_bits(signed_magnitude < 0x3c800000, subnormal, normal);       // 0x3c800000: 2**-6
+  result = select_bits(signed_magnitude >= 0x43e00000, 0x43e00000u, result);             // 448.0f and above, Inf
+  result = select_bits(signed_magnitude > 0x7f800000, 0x7ff00000u, result);              // NaN
   return bits_to_float(sign | result);
 }
 

@@ -20,6 +20,7 @@ TORCH_LIBRARY(pytorch_quantization, m) {
       "fake_quant_cachemask(Tensor x, Tensor amax, int? axis, int num_bits, bool is_unsigned, bool narrow_range)"
       " -> (Tensor, Tensor)");
   m.def("fake_quant_(Tensor(a!) x, Tensor amax, int? axis, int num_bits, bool is_unsigned, bool narrow_range) -> ()");
+  m.def("ste_grad(Tensor grad, Tensor mask) -> Tensor");
   m.def("fake_e4m3(Tensor x) -> Tensor");
   m.def("abs_histogram(Tensor x, int num_bins, float range_max, bool skip_zeros) -> Tensor");
 }

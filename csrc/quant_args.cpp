@@ -44,6 +44,16 @@ ChannelLayout check_fake_quant_args(const at::Tensor& x, const at::Tensor& amax,
   return layout;
 }
 
+void check_ste_grad_args(const at::Tensor& grad, const at::Tensor& mask) {
+  check_floating_input(grad, "ste_grad");
+  TORCH_CHECK(mask.scalar_type() == at::kBool, "pytorch_quantization::ste_grad: mask must be bool, got ",
+              mask.scalar_type(), "; pass the mask fake_quant_cachemask returned");
+  TORCH_CHECK(mask.sizes() == grad.sizes(), "pytorch_quantization::ste_grad: mask has shape ", mask.sizes(),
+              " but grad has shape ", grad.sizes(), "; they must be equal");
+  TORCH_CHECK(mask.device() == grad.device(), "pytorch_quantization::ste_grad: mask is on ", mask.device(),
+              " but grad is on ", grad.device());
+}
+
 void check_histogram_args(int64_t num_bins, double range_max) {
   TORCH_CHECK(num_bins >= 1, "pytorch_quantization::abs_histogram: num_bins must be >= 1, got ", num_bins);
   const float range = static_cast<float>(range_max);

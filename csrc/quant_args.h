@@ -32,6 +32,9 @@ ChannelLayout check_fake_quant_args(const at::Tensor& x, const at::Tensor& amax,
 // Checks that x is float32, float64, float16 or bfloat16.
 void check_floating_input(const at::Tensor& x, const char* op_name);
 
+// Checks grad (floating) and mask (bool) of ste_grad: same shape and device.
+void check_ste_grad_args(const at::Tensor& grad, const at::Tensor& mask);
+
 // Checks num_bins >= 1 and that range_max is finite and positive in float32 (the histogram's compute type).
 void check_histogram_args(int64_t num_bins, double range_max);
 

@@ -4,6 +4,13 @@ Every function here takes ``amax`` in the broadcastable form used throughout the
 (a scalar / one-element tensor for per-tensor quantization, e.g. shape ``[C, 1, 1, 1]`` for
 per-channel along axis 0) and validates its arguments, so that callers get a ``ValueError`` or
 ``TypeError`` naming the argument instead of a crash inside a kernel.
+
+The checks here read metadata only (type, dtype, device, shape): reading values would force a
+device-to-host synchronisation on every call. amax values are validated where they are set, loaded
+or calibrated (``TensorQuantizer``). The compiled CPU kernels, which see the data anyway, also raise
+upstream 2.2.1's errors: ``ValueError`` for a negative amax and ``TypeError`` for negative inputs to
+unsigned quantization; the CUDA kernels and the reference fallback do not look (a NaN amax
+propagates NaN, as in 2.2.1).
 """
 import torch
 
@@ -11,8 +18,8 @@ from pytorch_quantization import _reference
 from pytorch_quantization import ops
 
 __all__ = [
-    "kernel_backend", "fake_quant", "fake_quant_cachemask", "fake_quant_", "fake_quant_backward", "fake_e4m3",
-    "abs_histogram", "amax_axis"
+    "kernel_backend", "fake_quant", "fake_quant_cachemask", "fake_quant_", "fake_quant_backward", "ste_grad",
+    "fake_e4m3", "abs_histogram", "amax_axis"
 ]
 
 
@@ -33,7 +40,7 @@ def _check_num_bits(num_bits):
         raise ValueError(f"num_bits must be an int in 1..16, got {num_bits!r}")
 
 
-def _check_inputs(x, amax, num_bits, unsigned):
+def _check_inputs(x, amax, num_bits):
     if not isinstance(x, torch.Tensor) or not x.is_floating_point():
         raise TypeError(f"inputs must be a floating point tensor, got {getattr(x, 'dtype', type(x))}; "
                         "cast it with .float() first")
@@ -75,7 +82,7 @@ def _compiled_args(x, amax):
 
 def fake_quant(x, amax, num_bits=8, unsigned=False, narrow_range=True):
     """Fake-quantize ``x`` (no autograd formula of its own; see ``tensor_quant.fake_tensor_quant``)."""
-    _check_inputs(x, amax, num_bits, unsigned)
+    _check_inputs(x, amax, num_bits)
     compiled = _compiled_args(x, amax)
     if compiled is None:
         return _reference.fake_quant(x, amax, num_bits, unsigned, narrow_range)
@@ -84,7 +91,7 @@ def fake_quant(x, amax, num_bits=8, unsigned=False, narrow_range=True):
 
 def fake_quant_cachemask(x, amax, num_bits=8, unsigned=False, narrow_range=True):
     """Fake-quantize ``x`` and return ``(output, mask)``; mask is True where the STE passes gradient."""
-    _check_inputs(x, amax, num_bits, unsigned)
+    _check_inputs(x, amax, num_bits)
     compiled = _compiled_args(x, amax)
     if compiled is None:
         return _reference.fake_quant_cachemask(x, amax, num_bits, unsigned, narrow_range)
@@ -94,7 +101,7 @@ def fake_quant_cachemask(x, amax, num_bits=8, unsigned=False, narrow_range=True)
 
 def fake_quant_(x, amax, num_bits=8, unsigned=False, narrow_range=True):
     """In-place fake quantization of ``x``; returns ``x``."""
-    _check_inputs(x, amax, num_bits, unsigned)
+    _check_inputs(x, amax, num_bits)
     compiled = _compiled_args(x, amax)
     if compiled is None:
         return x.copy_(_reference.fake_quant(x, amax, num_bits, unsigned, narrow_range))
@@ -105,6 +112,13 @@ def fake_quant_(x, amax, num_bits=8, unsigned=False, narrow_range=True):
 def fake_quant_backward(grad, x, amax):
     """Straight-through estimator without a cached mask: ``grad`` where ``|x| <= amax``, else 0."""
     return _reference.fake_quant_backward(grad, x, amax)
+
+
+def ste_grad(grad, mask):
+    """Backward of fake quantization from its saved mask: ``grad`` where ``mask``, +0.0 elsewhere (one pass)."""
+    if ops.serves(grad.device.type):
+        return torch.ops.pytorch_quantization.ste_grad(grad, mask)
+    return torch.where(mask, grad, torch.zeros((), dtype=grad.dtype, device=grad.device))
 
 
 def fake_e4m3(x):

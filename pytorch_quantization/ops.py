@@ -6,7 +6,8 @@ Importing ``_C`` registers the ops in the ``torch.ops.pytorch_quantization`` nam
 * a fake (meta) kernel for every op, so ``torch.compile(fullgraph=True)`` and ``torch.export``
   trace them without running them;
 * autograd formulas for ``fake_quant`` and ``fake_quant_cachemask``: the straight-through
-  estimator, gradient ``grad`` where ``|x| <= amax`` and 0 elsewhere, none for ``amax``.
+  estimator, gradient ``grad`` where ``|x| <= amax`` and 0 elsewhere, none for ``amax``
+  (``fake_quant_cachemask``'s applies its saved mask with the one-pass ``ste_grad`` op).
 
 When ``_C`` is missing, one warning says how to build it and the package runs on ``_reference``.
 """
@@ -17,7 +18,7 @@ import torch
 
 from pytorch_quantization import _reference
 
-_OPS = ("fake_quant", "fake_quant_cachemask", "fake_quant_", "fake_e4m3", "abs_histogram")
+_OPS = ("fake_quant", "fake_quant_cachemask", "fake_quant_", "ste_grad", "fake_e4m3", "abs_histogram")
 _DISPATCH_KEYS = {"cpu": "CPU", "cuda": "CUDA"}
 
 _C = None
@@ -60,6 +61,10 @@ def _fake_quant_inplace_fake(x, amax, axis, num_bits, is_unsigned, narrow_range)
     return None
 
 
+def _ste_grad_fake(grad, mask):  # pylint: disable=unused-argument
+    return grad.new_empty(grad.shape)
+
+
 def _fake_e4m3_fake(x):
     return x.new_empty(x.shape)
 
@@ -86,7 +91,7 @@ def _cachemask_setup_context(ctx, inputs, output):  # pylint: disable=unused-arg
 
 def _cachemask_backward(ctx, grad, grad_mask):  # pylint: disable=unused-argument
     mask, = ctx.saved_tensors
-    return torch.where(mask, grad, torch.zeros((), dtype=grad.dtype, device=grad.device)), None, None, None, None, None
+    return torch.ops.pytorch_quantization.ste_grad(grad, mask), None, None, None, None, None
 
 
 def _register_tracing_support():
@@ -94,6 +99,7 @@ def _register_tracing_support():
         "fake_quant": _fake_quant_fake,
         "fake_quant_cachemask": _fake_quant_cachemask_fake,
         "fake_quant_": _fake_quant_inplace_fake,
+        "ste_grad": _ste_grad_fake,
         "fake_e4m3": _fake_e4m3_fake,
         "abs_histogram": _abs_histogram_fake,
     }

@@ -288,7 +288,7 @@ def _check_values(inputs, amax, num_bits, unsigned):
     inputs when unsigned, negative amax). Those read the data, a device-to-host sync, so ``fake_tensor_quant``
     (what quantizers call on every forward) does not run them: quantizers validate amax when it is set."""
     check_quant_bits(num_bits, unsigned)
-    kernels._check_inputs(inputs, amax, num_bits, unsigned)  # pylint: disable=protected-access
+    kernels._check_inputs(inputs, amax, num_bits)  # pylint: disable=protected-access
     if unsigned and inputs.numel() and inputs.min() < 0:
         raise TypeError("Negative values encountered in unsigned quantization. Use unsigned=False for signed data.")
     if amax.min() < 0:
@@ -298,7 +298,8 @@ def _check_values(inputs, amax, num_bits, unsigned):
 class FakeTensorQuantFunction(Function):
     """Fake quantization with a straight-through estimator (gradient zero where ``|x| > amax``).
 
-    The forward is one fused pass that also produces the mask the backward uses.
+    The forward is one fused pass that also produces the mask the backward uses (only when ``inputs``
+    requires grad: at inference it writes the output alone).
     """
 
     @staticmethod
@@ -308,14 +309,18 @@ class FakeTensorQuantFunction(Function):
     @staticmethod
     def forward(ctx, inputs, amax, num_bits=8, unsigned=False, narrow_range=True):
         check_quant_bits(num_bits, unsigned)
+        if not ctx.needs_input_grad[0]:
+            return kernels.fake_quant(inputs, amax, num_bits, unsigned, narrow_range)
         outputs, mask = kernels.fake_quant_cachemask(inputs, amax, num_bits, unsigned, narrow_range)
         ctx.save_for_backward(mask)
         return outputs
 
     @staticmethod
     def backward(ctx, grad_outputs):
+        if not ctx.needs_input_grad[0]:
+            return None, None, None, None, None
         mask, = ctx.saved_tensors
-        return grad_outputs * mask, None, None, None, None
+        return kernels.ste_grad(grad_outputs, mask), None, None, None, None
 
 
 class TensorQuantFunction(Function):

@@ -7,6 +7,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh
 
+# the CPU-side steps of the one-command GPU check (argument parsing, scripts, bench JSON, summary)
+OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} PYTHON=.venv/bin/python bash scripts/gpu_check.sh "$(mktemp -d)" --dry-run
+
 if command -v nvcc >/dev/null 2>&1; then
   bash scripts/check_cuda_build.sh
 else

@@ -142,3 +142,58 @@ def test_speed_smoke_large_tensor():
     print(f"per-channel fake_quant of 256 MiB float32: {seconds * 1e3:.2f} ms, "
           f"{2 * x.numel() * 4 / seconds / 1e9:.0f} GB/s")
     assert_bitwise_equal(out[-1], reference(x[-1:], amax[-1:], 0)[0])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_ste_grad_selects_grad_where_mask(dtype):
+    grad = random_input((37, 29), dtype, seed=4)
+    mask = random_input((37, 29), torch.float32, seed=5) > 0
+    out = OPS.ste_grad(grad, mask)
+    expected = torch.where(mask.cpu(), grad.cpu(), torch.zeros((), dtype=dtype))
+    assert_bitwise_equal(out, expected)
+
+
+def _sync_free_cases():
+    """(name, quantizer, input) on the GPU: every descriptor kind a quantizer forward serves."""
+    from pytorch_quantization import tensor_quant  # pylint: disable=import-outside-toplevel
+    from pytorch_quantization.nn import TensorQuantizer  # pylint: disable=import-outside-toplevel
+    x = random_input((8, 64), torch.float32, seed=6)
+    cases = []
+    for name, desc, amax in [("per-tensor", {}, 2.0), ("per-channel", {"axis": (0,)}, torch.rand(8, 1) + 0.5),
+                             ("unsigned", {"unsigned": True}, 2.0), ("dynamic", {}, None),
+                             ("e4m3", {"num_bits": (4, 3)}, 2.0), ("e4m3 dynamic", {"num_bits": (4, 3)}, None)]:
+        q = TensorQuantizer(tensor_quant.QuantDescriptor(**desc)).cuda()
+        if amax is not None:
+            q.amax = amax
+            q.cuda()
+        cases.append((name, q, x.abs() if desc.get("unsigned") else x))
+    return cases
+
+
+def test_quantizer_forward_and_backward_do_not_sync():
+    from pytorch_quantization.nn import QuantConv2d  # pylint: disable=import-outside-toplevel
+    cases = _sync_free_cases()
+    conv = QuantConv2d(3, 8, 3).cuda()
+    conv.input_quantizer.amax = 3.0
+    conv.weight_quantizer.amax = torch.rand(8, 1, 1, 1) + 0.1
+    conv.cuda()
+    image = random_input((2, 3, 16, 16), torch.float32, seed=7)
+    leaf = image.clone().requires_grad_()
+
+    def run_all():
+        outs = [q(x) for _, q, x in cases]
+        with torch.no_grad():
+            outs += [conv(image), conv(image)]  # the second call reuses the cached weight
+        conv(leaf).sum().backward()
+        return outs
+
+    expected = run_all()  # warm-up: lazy initialisation may synchronise once
+    torch.cuda.synchronize()
+    previous = torch.cuda.get_sync_debug_mode()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        outs = run_all()
+    finally:
+        torch.cuda.set_sync_debug_mode(previous)
+    for (name, _, _), out, ref in zip(cases, outs, expected):
+        assert torch.equal(out, ref), name

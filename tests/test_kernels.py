@@ -316,3 +316,36 @@ def test_backward_is_grad_times_mask():
         (actual,) = torch.autograd.grad(quantize(x), x, grad)
         inside = x.detach().abs() <= amax[:, None]  # written out here, not taken from the package
         assert torch.equal(actual, torch.where(inside, grad, torch.zeros(())))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_ste_grad_selects_grad_where_mask_in_one_op(dtype):
+    grad = random_input((37, 29), dtype, seed=11)
+    grad[0, :4] = torch.tensor([float("nan"), float("inf"), -0.0, -1.0], dtype=dtype)
+    mask = random_input((37, 29), torch.float32, seed=12) > 0
+    mask[0, :4] = False
+    expected = torch.where(mask, grad, torch.zeros((), dtype=dtype))  # +0.0 where masked, NaN/Inf dropped
+    assert_bitwise_equal(OPS.ste_grad(grad, mask), expected)
+    view = grad.t()  # non-contiguous gradient
+    assert_bitwise_equal(OPS.ste_grad(view, mask.t()), torch.where(mask.t(), view, torch.zeros((), dtype=dtype)))
+
+
+def test_ste_grad_bad_arguments():
+    with pytest.raises(RuntimeError, match="mask must be bool"):
+        OPS.ste_grad(torch.ones(3), torch.ones(3))
+    with pytest.raises(RuntimeError, match="shape"):
+        OPS.ste_grad(torch.ones(3), torch.ones(4, dtype=torch.bool))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("op", ["fake_quant", "fake_quant_cachemask", "fake_quant_"])
+def test_upstream_value_errors_from_the_cpu_kernels(dtype, op):
+    x = random_input((3, 40), dtype, seed=13)
+    original = x.clone()
+    with pytest.raises(ValueError, match="^Negative values in amax"):
+        getattr(OPS, op)(x, torch.tensor([1.0, -0.5, 1.0], dtype=_reference.compute_dtype(dtype)), 0, 8, False, True)
+    with pytest.raises(TypeError, match="^Negative values encountered in unsigned quantization"):
+        getattr(OPS, op)(x, torch.tensor([1.0], dtype=_reference.compute_dtype(dtype)), None, 8, True, False)
+    assert torch.equal(x, original)  # the in-place op checks before writing
+    nan_amax = torch.tensor([float("nan")], dtype=_reference.compute_dtype(dtype))
+    assert_bitwise_equal(OPS.fake_quant(x, nan_amax, None, 8, False, True), reference(x, nan_amax, None))

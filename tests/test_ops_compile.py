@@ -26,6 +26,7 @@ def _inputs(seed=0, shape=(4, 6, 5)):
     ("fake_quant", lambda x: (x, torch.rand(6) + 0.5, 1, 4, False, False)),
     ("fake_quant_cachemask", lambda x: (x, torch.rand(5) + 0.5, 2, 8, False, True)),
     ("fake_quant_", lambda x: (x.clone(), torch.tensor([1.0]), None, 8, False, True)),
+    ("ste_grad", lambda x: (x, x > 0)),
     ("fake_e4m3", lambda x: (x * 100,)),
     ("abs_histogram", lambda x: (x, 16, 3.0, True)),
 ])

@@ -5,6 +5,11 @@
 // instead of a libm call, applied after clamping to [lo, hi]. Because lo and hi are integers,
 // clamp-then-round equals _reference's round-then-clamp, and copysign restores the sign of zero
 // results (round(-0.3) is -0.0), so the outputs are bit-identical to _reference.
+//
+// The data is on the host here, so the value checks of upstream 2.2.1 cost no device sync: a
+// negative amax raises ValueError when the constants are built, and unsigned quantization of
+// negative inputs raises TypeError; the out-of-place ops notice negatives in the quantizing pass
+// itself, the in-place op scans first so that it never leaves x half-written.
 #include <ATen/Dispatch.h>
 #include <ATen/MemoryOverlap.h>
 #include <ATen/OpMathType.h>
@@ -14,6 +19,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <type_traits>
 #include <vector>
@@ -62,6 +68,8 @@ struct ChannelConstants {
     divisor.resize(n);
     amax.assign(data, data + n);
     for (int64_t c = 0; c < n; ++c) {
+      TORCH_CHECK_VALUE(!(amax[c] < acc_t(0)), "Negative values in amax (", amax[c], " at index ", c,
+                        "); amax is the magnitude of the range: set it to a value >= 0 or recalibrate");
       const bool tiny = amax[c] <= static_cast<acc_t>(kAmaxEpsilon);
       scale[c] = tiny ? acc_t(0) : static_cast<acc_t>(bound) / amax[c];
       divisor[c] = tiny ? acc_t(1) : scale[c];
@@ -78,20 +86,24 @@ struct RunConstants {
   acc_t lo, hi;
 };
 
+// Returns nonzero when some element of x is negative (a by-product for the unsigned check).
 template <typename scalar_t, typename acc_t, bool kPerElement, bool kMask>
-void quantize_run(const scalar_t* __restrict__ x, scalar_t* __restrict__ out, bool* __restrict__ mask, int64_t n,
-                  const RunConstants<acc_t>& k) {
+unsigned quantize_run(const scalar_t* __restrict__ x, scalar_t* __restrict__ out, bool* __restrict__ mask,
+                      int64_t n, const RunConstants<acc_t>& k) {
   const acc_t* __restrict__ scale = k.scale;
   const acc_t* __restrict__ divisor = k.divisor;
   const acc_t* __restrict__ amax = k.amax;
+  unsigned negative = 0;
   for (int64_t i = 0; i < n; ++i) {
     const int64_t j = kPerElement ? i : 0;
     const acc_t v = static_cast<acc_t>(x[i]);
     out[i] = static_cast<scalar_t>(quantize_dequantize(v, scale[j], divisor[j], k.lo, k.hi));
+    negative |= static_cast<unsigned>(v < acc_t(0));
     if constexpr (kMask) {
       mask[i] = std::abs(v) <= amax[j];
     }
   }
+  return negative;
 }
 
 template <typename scalar_t, typename acc_t, bool kPerElement>
@@ -111,28 +123,54 @@ RunConstants<acc_t> offset_constants(const RunConstants<acc_t>& k, int64_t offse
 
 constexpr int64_t kHalfBlock = 1024;
 
-// One run of elements, in place when x == out. float16 goes through float32 blocks so that its
+// One run of elements, in place when x == out; returns nonzero when it saw a negative input (always 0
+// in place, where the caller has checked before). float16 goes through float32 blocks so that its
 // conversions are vectorized (half_convert.h); the other dtypes convert inside quantize_run.
 template <bool kPerElement, bool kMask, typename scalar_t, typename acc_t>
-void quantize_any(const scalar_t* x, scalar_t* out, bool* mask, int64_t n, const RunConstants<acc_t>& k) {
+unsigned quantize_any(const scalar_t* x, scalar_t* out, bool* mask, int64_t n, const RunConstants<acc_t>& k) {
+  unsigned negative = 0;
   if constexpr (std::is_same_v<scalar_t, c10::Half>) {
     float in[kHalfBlock], result[kHalfBlock];
     for (int64_t offset = 0; offset < n; offset += kHalfBlock) {
       const int64_t m = std::min(kHalfBlock, n - offset);
       half_to_float(x + offset, in, m);
-      quantize_run<float, float, kPerElement, kMask>(in, result, kMask ? mask + offset : nullptr, m,
-                                                     kPerElement ? offset_constants(k, offset) : k);
+      negative |= quantize_run<float, float, kPerElement, kMask>(in, result, kMask ? mask + offset : nullptr, m,
+                                                                 kPerElement ? offset_constants(k, offset) : k);
       float_to_half(result, out + offset, m);
     }
+    return x == out ? 0u : negative;
   } else {
     if constexpr (!kMask) {
       if (x == out) {
         quantize_run_inplace<scalar_t, acc_t, kPerElement>(out, n, k);
-        return;
+        return 0u;
       }
     }
-    quantize_run<scalar_t, acc_t, kPerElement, kMask>(x, out, mask, n, k);
+    return quantize_run<scalar_t, acc_t, kPerElement, kMask>(x, out, mask, n, k);
   }
+}
+
+// Nonzero when some element of the contiguous x is negative (-0.0 and NaN are not).
+template <typename scalar_t>
+bool any_negative(const at::Tensor& x) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const scalar_t* data = x.const_data_ptr<scalar_t>();
+  std::atomic<bool> found{false};
+  at::parallel_for(0, x.numel(), kGrainSize, [&](int64_t begin, int64_t end) {
+    unsigned negative = 0;
+    for (int64_t i = begin; i < end; ++i) {
+      negative |= static_cast<unsigned>(static_cast<acc_t>(data[i]) < acc_t(0));
+    }
+    if (negative != 0) {
+      found.store(true, std::memory_order_relaxed);
+    }
+  });
+  return found.load();
+}
+
+void check_unsigned_input(bool negative) {
+  TORCH_CHECK_TYPE(!negative, "Negative values encountered in unsigned quantization. Use a signed quantizer "
+                   "(unsigned=False) for data that can be negative");
 }
 
 // How the flat index range splits into runs that share constants. With long channels a run is
@@ -190,24 +228,31 @@ struct QuantPlan {
   }
 };
 
-// Fake quant of contiguous src into contiguous dst (dst may be src), and mask when given.
+// Fake quant of contiguous src into contiguous dst (dst may be src), and mask when given. Returns
+// whether a negative input was seen (out of place only).
 template <typename scalar_t>
-void fake_quant_contiguous(const at::Tensor& src, at::Tensor& dst, bool* mask,
+bool fake_quant_contiguous(const at::Tensor& src, at::Tensor& dst, bool* mask,
                            const QuantPlan<at::opmath_type<scalar_t>>& plan) {
   using acc_t = at::opmath_type<scalar_t>;
   const scalar_t* in = src.const_data_ptr<scalar_t>();
   scalar_t* out = dst.mutable_data_ptr<scalar_t>();
+  std::atomic<bool> found_negative{false};
   at::parallel_for(0, src.numel(), kGrainSize, [&](int64_t begin, int64_t end) {
+    unsigned negative = 0;
     plan.for_each_run(begin, end, [&](int64_t b, int64_t e, const RunConstants<acc_t>& k) {
       if (plan.per_element) {
-        mask ? quantize_any<true, true>(in + b, out + b, mask + b, e - b, k)
-             : quantize_any<true, false>(in + b, out + b, nullptr, e - b, k);
+        negative |= mask ? quantize_any<true, true>(in + b, out + b, mask + b, e - b, k)
+                         : quantize_any<true, false>(in + b, out + b, nullptr, e - b, k);
       } else {
-        mask ? quantize_any<false, true>(in + b, out + b, mask + b, e - b, k)
-             : quantize_any<false, false>(in + b, out + b, nullptr, e - b, k);
+        negative |= mask ? quantize_any<false, true>(in + b, out + b, mask + b, e - b, k)
+                         : quantize_any<false, false>(in + b, out + b, nullptr, e - b, k);
       }
     });
+    if (negative != 0) {
+      found_negative.store(true, std::memory_order_relaxed);
+    }
   });
+  return found_negative.load();
 }
 
 std::tuple<at::Tensor, at::Tensor> fake_quant_with_mask(const at::Tensor& x, const at::Tensor& amax,
@@ -219,10 +264,14 @@ std::tuple<at::Tensor, at::Tensor> fake_quant_with_mask(const at::Tensor& x, con
   const at::Tensor src = x.contiguous();
   at::Tensor out = at::empty(x.sizes(), x.options());
   at::Tensor mask = want_mask ? at::empty(x.sizes(), x.options().dtype(at::kBool)) : at::Tensor();
+  bool negative = false;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "fake_quant", [&] {
     const QuantPlan<at::opmath_type<scalar_t>> plan(amax, layout, range);
-    fake_quant_contiguous<scalar_t>(src, out, want_mask ? mask.mutable_data_ptr<bool>() : nullptr, plan);
+    negative = fake_quant_contiguous<scalar_t>(src, out, want_mask ? mask.mutable_data_ptr<bool>() : nullptr, plan);
   });
+  if (is_unsigned) {
+    check_unsigned_input(negative);
+  }
   return {out, mask};
 }
 
@@ -247,6 +296,9 @@ void fake_quant_inplace_cpu(at::Tensor& x, const at::Tensor& amax, std::optional
   at::Tensor work = x.is_contiguous() ? x : x.contiguous();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "fake_quant_", [&] {
     const QuantPlan<at::opmath_type<scalar_t>> plan(amax, layout, range);
+    if (is_unsigned) {
+      check_unsigned_input(any_negative<scalar_t>(work));
+    }
     fake_quant_contiguous<scalar_t>(work, work, nullptr, plan);
   });
   if (!work.is_same(x)) {

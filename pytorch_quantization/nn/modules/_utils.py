@@ -25,6 +25,7 @@ import copy
 import torch
 
 from pytorch_quantization import tensor_quant
+from pytorch_quantization.nn.modules import weight_cache
 from pytorch_quantization.nn.modules.tensor_quantizer import TensorQuantizer
 
 __all__ = ["QuantActMixin", "QuantMixin", "QuantInputMixin", "pop_quant_desc_in_kwargs"]
@@ -171,8 +172,12 @@ class WeightedQuantModule(QuantMixin):
         self.init_quantizer(quant_desc_input, quant_desc_weight, quant_act=quant_act)
 
     def _quant(self, input):  # pylint: disable=redefined-builtin
-        """``(input, weight)`` as the float op should see them (upstream's helper, honouring ``quant_act``)."""
-        return self._quant_input(input), self._weight_quantizer(self.weight)
+        """``(input, weight)`` as the float op should see them (upstream's helper, honouring ``quant_act``).
+
+        The quantized weight is reused while the weight, its quantizer's amax and settings are unchanged
+        and no gradient is wanted for it (``weight_cache``).
+        """
+        return self._quant_input(input), weight_cache.quantized_weight(self)
 
 
 class InputQuantModule(QuantInputMixin):

@@ -32,6 +32,7 @@ from spconv.pytorch import conv as _spconv_conv
 from spconv.pytorch.conv import _apply_act
 
 from pytorch_quantization import layer_registry
+from pytorch_quantization.nn.modules import weight_cache
 from pytorch_quantization.nn.modules._utils import WeightedQuantModule
 from pytorch_quantization.nn.modules.tensor_quantizer import TensorQuantizer
 from pytorch_quantization.ptq import layer_types
@@ -56,7 +57,7 @@ class _QuantSparseConvolution(WeightedQuantModule):
     def forward(self, input, add_input=None):  # pylint: disable=redefined-builtin
         if self.quant_act:
             input = input.replace_feature(self._input_quantizer(input.features))
-        out = self._conv_forward(self.training, input, self._weight_quantizer(self.weight), None, add_input,
+        out = self._conv_forward(self.training, input, weight_cache.quantized_weight(self), None, add_input,
                                  name=self.name, sparse_unique_name=self._sparse_unique_name)
         return finish_output(self, out, self.bias)
 
