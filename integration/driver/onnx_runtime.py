@@ -34,7 +34,7 @@ import torch
 
 from pytorch_quantization.ptq.atomic_io import atomic_write, atomic_write_text
 
-__all__ = ["Graph", "lower_for_onnxruntime", "OrtGraph", "kernel_counts", "INT8_KERNELS", "median_ms",
+__all__ = ["Graph", "export_module", "lower_for_onnxruntime", "OrtGraph", "kernel_counts", "INT8_KERNELS", "median_ms",
            "write_graphs"]
 
 #: operator types of onnxruntime's optimized graph that compute in 8-bit integers
@@ -43,6 +43,18 @@ INT8_KERNELS = ("QLinearConv", "QLinearMatMul", "MatMulIntegerToFloat", "QLinear
 _FLOAT_KERNELS = ("Conv", "FusedConv", "ConvTranspose", "MatMul", "FusedMatMul", "Gemm", "Add")
 
 Graph = collections.namedtuple("Graph", "name onnx inputs outputs")
+
+
+def export_module(module, args, input_names, output_names, dynamic_axes=None, opset=13):
+    """Serialized ONNX of ``module(*args)`` with Q/DQ for its quantizers: torch's TorchScript-based exporter
+    (``dynamo=False``) inside ``quant_modules.enable_onnx_export()``, no gradients."""
+    import io
+    from pytorch_quantization import quant_modules
+    buffer = io.BytesIO()
+    with quant_modules.enable_onnx_export(), torch.no_grad():
+        torch.onnx.export(module, args, buffer, dynamo=False, opset_version=opset, input_names=input_names,
+                          output_names=output_names, dynamic_axes=dynamic_axes)
+    return buffer.getvalue()
 
 
 def _constants(graph):
@@ -87,18 +99,18 @@ def _relu_after_quantize(graph, users):
     outputs = {o.name for o in graph.output}
     relus = [n for n in graph.node if n.op_type == "Relu" and n.output[0] not in outputs and users[n.output[0]]
              and all(u.op_type == "QuantizeLinear" and len(u.input) == 3 for u in users[n.output[0]])]
-    rewired = set()
+    rewired = set()  # output names (unique in a graph) of the Q nodes that now read the ReLU's input
     for relu in relus:
         for q in users[relu.output[0]]:
             q.input[0] = relu.input[0]
-            rewired.add(q.name)
-    dropped = {id(r) for r in relus}
+            rewired.add(q.output[0])
+    dropped = {r.output[0] for r in relus}
     nodes = []
     for node in graph.node:
-        if id(node) in dropped:
+        if node.op_type == "Relu" and node.output[0] in dropped:
             continue
         nodes.append(node)
-        if node.op_type == "QuantizeLinear" and node.name in rewired:
+        if node.op_type == "QuantizeLinear" and node.output[0] in rewired:
             quantized = node.output[0]
             node.output[0] = quantized + "_before_relu"
             nodes.append(helper.make_node("Clip", [node.output[0], node.input[2]], [quantized],
@@ -109,8 +121,7 @@ def _relu_after_quantize(graph, users):
 
 def lower_for_onnxruntime(onnx_bytes):
     """The graph rewritten so that onnxruntime's CPU provider fuses its quantized layers into INT8 kernels
-    (see the module docstring); returns serialized bytes. Quantize nodes must have names (torch's exporter
-    names every node)."""
+    (see the module docstring); returns serialized bytes."""
     import onnx
     proto = onnx.load_from_string(onnx_bytes)
     graph = proto.graph

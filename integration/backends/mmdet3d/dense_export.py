@@ -1,7 +1,7 @@
 """The dense part of an MMDetection3D CenterPoint as ONNX graphs, and the detector with those graphs in onnxruntime.
 
-Graphs (``integration.driver.onnx_runtime.Graph``), exported with torch's TorchScript-based exporter
-(``dynamo=False``, opset 13) inside ``quant_modules.enable_onnx_export()``:
+Graphs (``integration.driver.onnx_runtime.Graph``), exported by ``onnx_runtime.export_module`` (torch's
+TorchScript-based exporter, opset 13, inside ``quant_modules.enable_onnx_export()``):
 
 * ``voxel_encoder`` -- the pillar feature net (``PillarFeatureNet``: point decoration, Linear, BatchNorm1d, ReLU,
   max over the points of a pillar): inputs ``voxels`` (pillars x points x features), ``num_points``, ``coors``
@@ -20,12 +20,9 @@ import copy
 
 import torch
 
-from integration.driver.onnx_runtime import Graph
+from integration.driver.onnx_runtime import Graph, export_module
 
 __all__ = ["dense_inputs", "export_graphs", "onnxruntime_detector", "torch_dense_fn"]
-
-_OPSET = 13
-
 
 class _VoxelEncoderGraph(torch.nn.Module):
     def __init__(self, encoder):
@@ -72,16 +69,6 @@ def _has_voxel_encoder_graph(model):
     return any(True for _ in model.pts_voxel_encoder.parameters())
 
 
-def _export(module, args, input_names, output_names, dynamic_axes):
-    import io
-    from pytorch_quantization import quant_modules
-    buffer = io.BytesIO()
-    with quant_modules.enable_onnx_export(), torch.no_grad():
-        torch.onnx.export(module, args, buffer, dynamo=False, opset_version=_OPSET, input_names=input_names,
-                          output_names=output_names, dynamic_axes=dynamic_axes)
-    return buffer.getvalue()
-
-
 def export_graphs(model, batch, forward_fn):
     """The ONNX graphs of ``model``'s dense part (see the module docstring); ``model`` is not changed.
 
@@ -95,12 +82,12 @@ def export_graphs(model, batch, forward_fn):
     graphs = []
     if _has_voxel_encoder_graph(deploy):
         names = ["voxels", "num_points", "coors"]
-        onnx_bytes = _export(_VoxelEncoderGraph(deploy.pts_voxel_encoder), voxel_args, names, ["pillar_features"],
-                             {n: {0: "pillars"} for n in names + ["pillar_features"]})
+        onnx_bytes = export_module(_VoxelEncoderGraph(deploy.pts_voxel_encoder), voxel_args, names,
+                                   ["pillar_features"], {n: {0: "pillars"} for n in names + ["pillar_features"]})
         graphs.append(Graph("voxel_encoder", onnx_bytes, names, ["pillar_features"]))
     keys = _head_keys(deploy, bev)
     outputs = [f"task{t}_{key}" for t, task in enumerate(keys) for key in task]
-    graphs.append(Graph("dense", _export(_DenseGraph(deploy), (bev,), ["bev"], outputs, None), ["bev"], outputs))
+    graphs.append(Graph("dense", export_module(_DenseGraph(deploy), (bev,), ["bev"], outputs), ["bev"], outputs))
     return graphs, keys
 
 
