@@ -34,7 +34,7 @@ import torch
 
 from pytorch_quantization.ptq.atomic_io import atomic_write, atomic_write_text
 
-__all__ = ["Graph", "export_module", "lower_for_onnxruntime", "OrtGraph", "kernel_counts", "INT8_KERNELS", "median_ms",
+__all__ = ["Graph", "export_module", "lower_for_onnxruntime", "OrtGraph", "kernel_counts", "INT8_KERNELS", "describe_kernels", "median_ms",
            "write_graphs"]
 
 #: operator types of onnxruntime's optimized graph that compute in 8-bit integers
@@ -192,8 +192,8 @@ def median_ms(functions, repeats=7):
 
 
 def _value_info(value):
-    tensor = value.type.tensor_type
     from onnx import helper
+    tensor = value.type.tensor_type
     shape = [d.dim_param if d.dim_param else d.dim_value for d in tensor.shape.dim]
     return {"name": value.name, "dtype": helper.tensor_dtype_to_np_dtype(tensor.elem_type).name, "shape": shape}
 

@@ -6,6 +6,9 @@ for each mode a FRESH copy of the float model is (optionally BN-folded,) quantiz
 ``pytorch_quantization.ptq`` preset of that name (layers, then the residual adds of known detector blocks),
 calibrated on a seeded subset of the training split or loaded from ``--calib-file``, its calibration saved with
 the settings that produced it, evaluated on the val split (timed) -> one table, results.md / results.json.
+A runtime mode (``w8a8-ort``) evaluates its preset's calibrated model with the dense part in onnxruntime
+(``dense_runtime``); ``--export-onnx`` writes each fp32/w8/w8a8 model's dense part as ONNX. The table gives the
+peak memory of each calibration and evaluation (``memory.PeakMemory``).
 
 Stale outputs (results, sensitivity tables, calibration files not reused by this run) are removed when the run
 starts, so an interrupted run never leaves old results beside new calibration files. Every forward runs inside

@@ -98,3 +98,16 @@ def test_export_onnx_writes_checked_graphs_and_their_io(ort_run):
             onnx.checker.check_model(path, full_check=True)
             ops = {n.op_type for n in onnx.load(path).graph.node}
             assert ("QuantizeLinear" in ops) == (mode == "w8a8")
+
+
+def test_onnx_options_are_checked_before_any_work(capsys, tmp_path, data_root, micro_state):  # noqa: F811
+    from test_centerpoint_ptq import expect_error
+    expect_error(capsys, tmp_path, "--framework", "openpcdet", "--config", "x.yaml", "--checkpoint",
+                 micro_state[0], "--modes", "w8a8-ort", match="--framework mmdet3d only")
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    expect_error(capsys, tmp_path, "--config", MICRO, "--checkpoint", micro_state[0], "--data-root", data_root,
+                 "--export-onnx", afile, match="--export-onnx: ")
+    line = expect_error(capsys, tmp_path, "--config", MICRO, "--checkpoint", micro_state[0], "--data-root",
+                        data_root, "--modes", "w8a8-trt", match="unknown mode(s) w8a8-trt")
+    assert "w8a8-ort" in line

@@ -142,4 +142,6 @@ def torch_dense_fn(model, voxel_args, bev):
             if with_encoder:
                 model.pts_voxel_encoder(*voxel_args)
             dense(bev)
+        if bev.is_cuda:
+            torch.cuda.synchronize()
     return run
