@@ -1,6 +1,6 @@
 """ONNX graphs of a model's dense part: TensorRT-style export files, and real INT8 execution with onnxruntime.
 
-A ``Graph`` is one exported ONNX model (``name``, serialized ``onnx`` bytes, input and output names). The export is
+A ``Graph`` is one exported ONNX model (``name``, serialized ``onnx`` bytes). The export is
 what TensorRT expects from pytorch-quantization: QuantizeLinear/DequantizeLinear pairs on the inputs of every
 quantized layer (activations per tensor, weights per output channel with the axis each weight quantizer uses),
 INT8 symmetric, zero point 0. ``write_graphs`` writes them with a JSON of input/output names and shapes, each file
@@ -42,7 +42,7 @@ INT8_KERNELS = ("QLinearConv", "QLinearMatMul", "MatMulIntegerToFloat", "QLinear
                 "QLinearConcat")
 _FLOAT_KERNELS = ("Conv", "FusedConv", "ConvTranspose", "MatMul", "FusedMatMul", "Gemm", "Add")
 
-Graph = collections.namedtuple("Graph", "name onnx inputs outputs")
+Graph = collections.namedtuple("Graph", "name onnx")
 
 
 def export_module(module, args, input_names, output_names, dynamic_axes=None, opset=13):

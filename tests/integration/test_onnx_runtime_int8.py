@@ -78,7 +78,7 @@ def axis_of(node):
 def export(model, x):
     """Exported as the driver does: the leading size dynamic (the PFN's number of pillars)."""
     dynamic = {"x": {0: "n"}, "y": {0: "n"}}
-    return onnx_runtime.Graph("g", onnx_runtime.export_module(model, (x,), ["x"], ["y"], dynamic), ["x"], ["y"])
+    return onnx_runtime.Graph("g", onnx_runtime.export_module(model, (x,), ["x"], ["y"], dynamic))
 
 
 LAYER_OP = {"pfn_linear": "MatMul", "conv2d": "Conv", "conv_transpose2d": "ConvTranspose", "head_conv": "Conv"}
@@ -182,10 +182,8 @@ def test_quantized_residual_add_has_one_scale_on_both_operands():
 
 def test_write_graphs_files_io_json_and_checker(tmp_path):
     model, x = build("pfn_linear")
-    graph = onnx_runtime.Graph(
-        "pfn", onnx_runtime.export_module(model, (x,), ["voxels"], ["features"], {"voxels": {0: "pillars"},
-                                                                                   "features": {0: "pillars"}}),
-        ["voxels"], ["features"])
+    dynamic = {"voxels": {0: "pillars"}, "features": {0: "pillars"}}
+    graph = onnx_runtime.Graph("pfn", onnx_runtime.export_module(model, (x,), ["voxels"], ["features"], dynamic))
     doc = onnx_runtime.write_graphs(str(tmp_path / "out"), [graph], extra={"mode": "w8a8"})
     assert sorted(os.listdir(tmp_path / "out")) == ["io.json", "pfn.onnx"]
     with open(tmp_path / "out" / "io.json") as f:

@@ -84,10 +84,10 @@ def export_graphs(model, batch, forward_fn):
         names = ["voxels", "num_points", "coors"]
         onnx_bytes = export_module(_VoxelEncoderGraph(deploy.pts_voxel_encoder), voxel_args, names,
                                    ["pillar_features"], {n: {0: "pillars"} for n in names + ["pillar_features"]})
-        graphs.append(Graph("voxel_encoder", onnx_bytes, names, ["pillar_features"]))
+        graphs.append(Graph("voxel_encoder", onnx_bytes))
     keys = _head_keys(deploy, bev)
     outputs = [f"task{t}_{key}" for t, task in enumerate(keys) for key in task]
-    graphs.append(Graph("dense", export_module(_DenseGraph(deploy), (bev,), ["bev"], outputs), ["bev"], outputs))
+    graphs.append(Graph("dense", export_module(_DenseGraph(deploy), (bev,), ["bev"], outputs)))
     return graphs, keys
 
 
