@@ -11,6 +11,7 @@ import math
 import os
 
 from integration.driver.errors import DriverError
+from integration.driver.options import preset_of
 
 __all__ = ["CALIB_SETTINGS", "calib_file_name", "calib_file_for", "plan_files", "run_settings", "check_file",
            "check_settings"]
@@ -38,8 +39,9 @@ def calib_file_for(calib_file, mode):
 
 
 def plan_files(args):
-    """``{mode: file to reuse or None}`` for every quantized mode of the run."""
-    return {m: calib_file_for(args.calib_file, m) for m in args.modes if m != "fp32"}
+    """``{mode: file to reuse or None}`` for every quantized mode of the run (a runtime mode such as ``w8a8-ort``
+    reuses its preset's file)."""
+    return {m: calib_file_for(args.calib_file, preset_of(m)) for m in args.modes if m != "fp32"}
 
 
 def run_settings(args):

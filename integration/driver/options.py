@@ -9,6 +9,8 @@ from integration.driver.errors import DriverError
 
 FRAMEWORKS = ("mmdet3d", "openpcdet")
 DEFAULT_MODES = ("fp32", "w8", "w8a8")
+#: modes that evaluate a preset's calibrated model on another runtime: mode -> preset
+RUNTIME_MODES = {"w8a8-ort": "w8a8"}
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEFAULT_CONFIG = os.path.join(REPO_ROOT, "integration", "configs", "centerpoint_pillar_tiny_synthetic.py")
 DEFAULT_CHECKPOINT = os.path.join(REPO_ROOT, "integration", "checkpoints",
@@ -55,18 +57,27 @@ def build_parser():
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--work-dir", default=None, help=f"outputs (default: {DEFAULT_WORK_DIR})")
     p.add_argument("--launcher", default="none", help="none or pytorch (torchrun)")
+    p.add_argument("--export-onnx", default=None, metavar="DIR",
+                   help="write each fp32/w8/w8a8 mode's dense part as ONNX (TensorRT Q/DQ placement) to DIR/<mode>/ "
+                        "with io.json (input/output names and shapes); checked with onnx.checker")
     p.add_argument("--max-eval-frames", type=int, default=None,
                    help="evaluate only the first N val frames (ground truth restricted to them)")
     return p
 
 
+def preset_of(mode):
+    """The ``ptq`` preset a mode quantizes and calibrates with (``w8a8-ort`` -> ``w8a8``)."""
+    return RUNTIME_MODES.get(mode, mode)
+
+
 def parse_modes(text):
     modes = [m.strip() for m in text.split(",") if m.strip()]
+    known = ", ".join(list(PRESETS) + list(RUNTIME_MODES))
     if not modes:
-        raise DriverError(f"--modes is empty; give a comma-separated list out of {', '.join(PRESETS)}")
-    unknown = [m for m in modes if m not in PRESETS]
+        raise DriverError(f"--modes is empty; give a comma-separated list out of {known}")
+    unknown = [m for m in modes if m not in PRESETS and m not in RUNTIME_MODES]
     if unknown:
-        raise DriverError(f"--modes: unknown mode(s) {', '.join(unknown)}; choose from {', '.join(PRESETS)}")
+        raise DriverError(f"--modes: unknown mode(s) {', '.join(unknown)}; choose from {known}")
     if len(set(modes)) != len(modes):
         raise DriverError(f"--modes lists a mode twice: {text}")
     return modes
@@ -97,6 +108,10 @@ def check_args(args):
     if args.device not in ("cpu", "cuda"):
         raise DriverError(f"--device: unknown device {args.device!r}; choose cpu or cuda")
     args.work_dir = check_work_dir(args.work_dir or DEFAULT_WORK_DIR)
+    if args.export_onnx is not None:
+        args.export_onnx = check_work_dir(args.export_onnx, "--export-onnx")
+    if args.framework != "mmdet3d" and (args.export_onnx or any(m in RUNTIME_MODES for m in args.modes)):
+        raise DriverError("--export-onnx and --modes w8a8-ort support --framework mmdet3d only")
     if args.framework == "openpcdet":
         # no embedded default for OpenPCDet; the config path may be relative to the OpenPCDet tree (checked there)
         if args.config is None or args.checkpoint is None:
@@ -112,19 +127,19 @@ def check_args(args):
     return args
 
 
-def check_work_dir(path):
+def check_work_dir(path, option="--work-dir"):
     """``path`` made absolute; it must be a directory or creatable as one (nothing is created here)."""
     path = os.path.abspath(path)
     if os.path.exists(path) and not os.path.isdir(path):
-        raise DriverError(f"--work-dir: {path} is a file, not a directory; choose another --work-dir")
+        raise DriverError(f"{option}: {path} is a file, not a directory; choose another {option}")
     existing = path
     while not os.path.exists(existing):
         existing = os.path.dirname(existing)
     if not os.path.isdir(existing):
-        raise DriverError(f"--work-dir: {path} lies under the file {existing}; choose another --work-dir")
+        raise DriverError(f"{option}: {path} lies under the file {existing}; choose another {option}")
     if not os.access(existing, os.W_OK | os.X_OK):
         what = "is not writable" if existing == path else f"cannot be created (no write access to {existing})"
-        raise DriverError(f"--work-dir: {path} {what}; choose another --work-dir")
+        raise DriverError(f"{option}: {path} {what}; choose another {option}")
     return path
 
 

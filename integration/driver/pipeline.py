@@ -6,6 +6,9 @@ for each mode a FRESH copy of the float model is (optionally BN-folded,) quantiz
 ``pytorch_quantization.ptq`` preset of that name (layers, then the residual adds of known detector blocks),
 calibrated on a seeded subset of the training split or loaded from ``--calib-file``, its calibration saved with
 the settings that produced it, evaluated on the val split (timed) -> one table, results.md / results.json.
+A runtime mode (``w8a8-ort``) evaluates its preset's calibrated model with the dense part in onnxruntime
+(``dense_runtime``); ``--export-onnx`` writes each fp32/w8/w8a8 model's dense part as ONNX. The table gives the
+peak memory of each calibration and evaluation (``memory.PeakMemory``).
 
 Stale outputs (results, sensitivity tables, calibration files not reused by this run) are removed when the run
 starts, so an interrupted run never leaves old results beside new calibration files. Every forward runs inside
@@ -20,9 +23,10 @@ import time
 
 from integration import backends
 from integration.data.prepare import MissingDependency, ensure_synthetic_nuscenes
-from integration.driver import calib_files, distributed, options
+from integration.driver import calib_files, dense_runtime, distributed, options
 from integration.driver.errors import DriverError
 from integration.driver.lock import work_dir_lock
+from integration.driver.memory import PeakMemory
 from integration.driver.results import build_table, write_results
 
 __all__ = ["run", "prepare", "compare_modes", "quantize", "quantize_and_calibrate", "STALE_PATTERNS"]
@@ -158,7 +162,7 @@ def prepare(args, backend):
     example = next(iter(loader))  # for BN-folding traces and sensitivity's output SQNR
     for mode, path in files.items():  # a reused file that does not fit stops the run before any work
         if path is not None:
-            quantize_and_calibrate(float_model, mode, args, path, None, example, backend)
+            quantize_and_calibrate(float_model, options.preset_of(mode), args, path, None, example, backend)
     return dict(args=args, backend=backend, cfg=cfg, float_model=float_model, files=files,
                 calib_frames=calib_frames, loader=loader, example=example)
 
@@ -177,23 +181,49 @@ def _evaluate(backend, model, cfg, args, name):
         return backend.evaluate(model, cfg, args.work_dir, name, args.max_eval_frames, distributed.is_distributed())
 
 
+def _calibrated_model(mode, args, prepared, cache):
+    """``(model, calib seconds, peak memory MiB)`` of ``mode``'s preset: calibrated here (its file saved) or, for a
+    preset an earlier mode of this run already calibrated (``w8a8`` then ``w8a8-ort``), that same model."""
+    from pytorch_quantization import ptq
+    preset = options.preset_of(mode)
+    if preset in cache:
+        return cache[preset], None, None
+    with PeakMemory(args.device) as peak:
+        model, calib_s, metadata = quantize_and_calibrate(
+            prepared["float_model"], preset, args, prepared["files"].get(mode), prepared["loader"],
+            prepared["example"], prepared["backend"])
+    if preset != "fp32" and distributed.rank() == 0:
+        ptq.save_calibration(model, os.path.join(args.work_dir, calib_files.calib_file_name(preset)),
+                             metadata=metadata)
+    if any(options.preset_of(m) == preset and m != mode for m in args.modes):
+        cache[preset] = model
+    return model, calib_s, peak.mib if calib_s is not None else None
+
+
 def compare_modes(args, backend, cfg, float_model, files, calib_frames, loader, example):
     """Quantize, calibrate and evaluate a fresh copy per mode; write the table and calibration files."""
     from pytorch_quantization import ptq
     main = distributed.rank() == 0
     classes = backend.metric_columns(cfg)
-    rows, sensitivities = [], {}
+    prepared = dict(backend=backend, float_model=float_model, files=files, loader=loader, example=example)
+    rows, sensitivities, cache, exported = [], {}, {}, set()
     for mode in args.modes:
         if main:
             print(f"== {mode} ==")
-        model, calib_s, metadata = quantize_and_calibrate(float_model, mode, args, files.get(mode), loader,
-                                                          example, backend)
-        if mode != "fp32" and main:
-            ptq.save_calibration(model, os.path.join(args.work_dir, calib_files.calib_file_name(mode)),
-                                 metadata=metadata)
-        values, ms = _evaluate(backend, model, cfg, args, mode)
-        rows.append(dict(mode=mode, **values, ms_per_frame=ms, calib_s=calib_s))
-        if args.sensitivity and mode != "fp32":
+        model, calib_s, calib_mib = _calibrated_model(mode, args, prepared, cache)
+        preset = options.preset_of(mode)
+        if args.export_onnx and main and preset in ("fp32", "w8", "w8a8") and preset not in exported:
+            dense_runtime.export_mode(backend, model, example, forward_fn(backend), args.export_onnx, preset)
+            exported.add(preset)
+        extra = {}
+        if mode in options.RUNTIME_MODES:
+            model, extra = dense_runtime.onnxruntime_model(backend, model, float_model, example, forward_fn(backend))
+        with PeakMemory(args.device) as eval_peak:
+            values, ms = _evaluate(backend, model, cfg, args, mode)
+        rows.append(dict(mode=mode, **values, ms_per_frame=ms, calib_s=calib_s,
+                         calib_peak_mib=calib_mib, eval_peak_mib=eval_peak.mib,
+                         memory=eval_peak.kind, **extra))
+        if args.sensitivity and mode not in ("fp32",) + tuple(options.RUNTIME_MODES):
             sensitivities[mode] = ptq.sensitivity(
                 model, lambda m: _evaluate(backend, m, cfg, args, "sensitivity")[0]["mAP"], sample=example,
                 forward_fn=forward_fn(backend))

@@ -1,4 +1,5 @@
-"""The driver's one comparison table: mode, mAP, NDS, per-class AP, ms/frame, calibration seconds."""
+"""The driver's one comparison table: mode, mAP, NDS, per-class AP, ms/frame, calibration seconds, peak memory of
+calibration and evaluation (MiB: resident set on CPU, allocated tensors on CUDA; ``integration.driver.memory``)."""
 import json
 import os
 
@@ -7,12 +8,15 @@ from pytorch_quantization.ptq.table import Table
 
 
 def build_table(rows, classes):
-    """``rows``: dicts with mode, mAP, NDS, class_AP, ms_per_frame, calib_s (None where not run)."""
-    columns = ["mode", "mAP", "NDS"] + [f"AP {c}" for c in classes] + ["ms/frame", "calib s"]
+    """``rows``: dicts with mode, mAP, NDS, class_AP, ms_per_frame, calib_s, calib_peak_mib, eval_peak_mib and
+    memory (``"rss"`` or ``"cuda"``) (None where not run)."""
+    memory = "CUDA" if rows and rows[0].get("memory") == "cuda" else "RSS"
+    columns = (["mode", "mAP", "NDS"] + [f"AP {c}" for c in classes]
+               + ["ms/frame", "calib s", f"calib peak {memory} MiB", f"eval peak {memory} MiB"])
     table = Table(columns, title="CenterPoint PTQ comparison")
     for r in rows:
         table.add([r["mode"], r["mAP"], r["NDS"]] + [r["class_AP"].get(c) for c in classes]
-                  + [r["ms_per_frame"], r["calib_s"]])
+                  + [r["ms_per_frame"], r["calib_s"], r.get("calib_peak_mib"), r.get("eval_peak_mib")])
     return table
 
 
