@@ -43,8 +43,10 @@ def test_rows_make_the_driver_table(tmp_path):
             dict(mode="w8a8", mAP=0.45, NDS=None, class_AP={"Vehicle": 0.55, "Pedestrian": 0.35},
                  ms_per_frame=20.0, calib_s=3.0)]
     table = build_table(rows, classes)
-    assert table.columns == ["mode", "mAP", "NDS", "AP Vehicle", "AP Pedestrian", "ms/frame", "calib s"]
+    assert table.columns == ["mode", "mAP", "NDS", "AP Vehicle", "AP Pedestrian", "ms/frame", "calib s",
+                             "calib peak RSS MiB", "eval peak RSS MiB"]
     assert table.column("AP Pedestrian") == [0.4, 0.35]
+    assert table.column("eval peak RSS MiB") == [None, None]  # not measured in these rows
     write_results(str(tmp_path), table, rows, {"framework": "openpcdet"})
     text = (tmp_path / "results.md").read_text()
     assert "| w8a8 |" in text.replace("  ", " ")
