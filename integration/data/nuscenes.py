@@ -165,15 +165,19 @@ def _add_instances(tables, model, annotations):
 
 
 def generate(out_dir, scenes=None, frames_per_scene=10, sweeps_per_frame=2, seed=0, overwrite=False,
-             verbose=False):
+             verbose=False, val_frames_per_scene=None):
     """Write the dataset to ``out_dir`` (atomically: built in a temp folder beside it, then renamed).
 
     ``scenes``: names from the nuScenes mini splits (default: all ten). ``frames_per_scene``: key
-    frames per scene (2 Hz). ``sweeps_per_frame``: LiDAR sweeps between consecutive key frames (and
+    frames per scene (2 Hz); ``val_frames_per_scene``: key frames of each ``mini_val`` scene (default:
+    ``frames_per_scene``). ``sweeps_per_frame``: LiDAR sweeps between consecutive key frames (and
     before the first). Returns a summary dict. An existing non-empty ``out_dir`` is replaced only
     with ``overwrite=True``.
     """
     scenes = _check_args(out_dir, scenes, frames_per_scene, sweeps_per_frame, seed)
+    if val_frames_per_scene is None:
+        val_frames_per_scene = frames_per_scene
+    _check_args(out_dir, scenes, val_frames_per_scene, sweeps_per_frame, seed)
     out_dir = os.path.abspath(os.fspath(out_dir))
     if os.path.exists(out_dir) and (not os.path.isdir(out_dir) or os.listdir(out_dir)) and not overwrite:
         raise ValueError(f'out_dir {out_dir} exists and is not empty; pass overwrite=True (--overwrite) '
@@ -189,7 +193,8 @@ def generate(out_dir, scenes=None, frames_per_scene=10, sweeps_per_frame=2, seed
         spec = LidarSpec()
         n_samples = n_annotations = 0
         for name in scenes:
-            samples, annotations = _write_scene(tables, staging, name, int(frames_per_scene),
+            frames = val_frames_per_scene if name in MINI_VAL else frames_per_scene
+            samples, annotations = _write_scene(tables, staging, name, int(frames),
                                                 int(sweeps_per_frame), int(seed), spec)
             n_samples += samples
             n_annotations += annotations
@@ -221,6 +226,8 @@ def main(argv=None):
     parser.add_argument('--scenes', nargs='+', default=None, metavar='NAME',
                         help='scene names from the nuScenes mini splits (default: all 10)')
     parser.add_argument('--frames-per-scene', type=int, default=10, help='key frames per scene (default 10)')
+    parser.add_argument('--val-frames-per-scene', type=int, default=None,
+                        help='key frames per mini_val scene (default: --frames-per-scene)')
     parser.add_argument('--sweeps-per-frame', type=int, default=2,
                         help='LiDAR sweeps between key frames (default 2)')
     parser.add_argument('--seed', type=int, default=0)
@@ -228,7 +235,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         summary = generate(args.out, args.scenes, args.frames_per_scene, args.sweeps_per_frame, args.seed,
-                           overwrite=args.overwrite, verbose=True)
+                           overwrite=args.overwrite, verbose=True, val_frames_per_scene=args.val_frames_per_scene)
     except (ValueError, TypeError) as exc:
         parser.exit(2, f'nuscenes: error: {exc}\n')
     print(f"wrote {summary['samples']} key frames, {summary['annotations']} annotations "
