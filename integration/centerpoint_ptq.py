@@ -21,14 +21,17 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:  # run as a script from a source checkout
     sys.path.insert(0, REPO_ROOT)
 
-from integration.driver import options, pipeline  # noqa: E402
+from integration.driver import options, pipeline, study  # noqa: E402
 from integration.driver.errors import DriverError  # noqa: E402
 
 
 def main(argv=None):
     args = options.build_parser().parse_args(argv)
     try:
-        pipeline.run(args)
+        if args.study:
+            pipeline.run(args, compare=study.run_study, plan_files=study.plan_files)
+        else:
+            pipeline.run(args)
     except DriverError as err:
         print(f"centerpoint_ptq: error: {err}", file=sys.stderr)
         return 2
