@@ -153,3 +153,25 @@ def test_study_options_parse():
     assert args.calib_methods == ["max", "percentile", "mse", "entropy", "auto"]
     assert args.skip_zeros == "both" and args.sensitivity == "proxy"
     assert centerpoint_ptq.main(["--study", "--launcher", "pytorch", "--data-root", "x"]) == 2
+
+
+@requires_mmdet3d
+def test_normal_run_auto_records_choices_and_sensitivity_both_prints_agreement(data_root, micro_state,  # noqa: F811
+                                                                             tmp_path, capsys):
+    work = str(tmp_path / "auto")
+    rc = run_driver("--checkpoint", micro_state[0], "--data-root", data_root, "--work-dir", work, "--modes",
+                    "w8a8", "--calib-method", "auto", "--calib-batches", 2, "--max-eval-frames", 1,
+                    "--skip-layers", "pts_backbone.*", "pts_bbox_head.*", "--sensitivity", "both")
+    assert rc == 0
+    with open(os.path.join(work, "calib_w8a8.json")) as f:
+        calib = json.load(f)
+    inputs = {n for n, q in calib["quantizers"].items() if q["role"] == "input" and q["amax"] is not None}
+    assert calib["metadata"]["calib_method"] == "auto" and set(calib["metadata"]["auto_choices"]) == inputs
+    with open(os.path.join(work, "sensitivity_w8a8_proxy.md")) as f:
+        proxy = f.read()
+    with open(os.path.join(work, "sensitivity_w8a8_full.md")) as f:
+        full = f.read()
+    layers = {n.rsplit(".", 1)[0] for n in calib["quantizers"]}
+    assert len(layers) >= 2 and all(layer in proxy and layer in full for layer in layers)
+    assert "proxy vs full ranking agreement over" in full
+    assert "w8a8: proxy vs full ranking agreement" in capsys.readouterr().out
