@@ -142,6 +142,9 @@ def check_study_args(args):
     if not methods or unknown or len(set(methods)) != len(methods):
         raise DriverError(f"--calib-methods: give distinct methods out of {', '.join(CALIB_METHODS)}, got {text!r}")
     args.calib_methods = methods
+    if args.sensitivity is not None:
+        raise DriverError("--sensitivity is not part of --study (its plot shows each layer's SQNR already); run it "
+                          "without --study on the configuration the study chose")
     if args.launcher != "none":
         raise DriverError("--study runs in one process (its bootstrap needs every frame's detections in one "
                           "place); drop --launcher")

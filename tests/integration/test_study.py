@@ -140,6 +140,7 @@ def test_study_reuses_fitting_calibration_files(study_run, data_root, micro_stat
     (["--study", "--calib-methods", "max,max"], "--calib-methods"),
     (["--skip-zeros", "often"], "--skip-zeros takes no value or 'both'"),
     (["--sensitivity", "fast"], "--sensitivity: unknown kind"),
+    (["--study", "--sensitivity"], "not part of --study"),
 ])
 def test_study_option_errors(argv, match):
     args = options.build_parser().parse_args(argv)
@@ -148,10 +149,12 @@ def test_study_option_errors(argv, match):
 
 
 def test_study_options_parse():
-    args = options.build_parser().parse_args(["--study", "--skip-zeros", "both", "--sensitivity"])
+    args = options.build_parser().parse_args(["--study", "--skip-zeros", "both"])
     options.check_study_args(args)
-    assert args.calib_methods == ["max", "percentile", "mse", "entropy", "auto"]
-    assert args.skip_zeros == "both" and args.sensitivity == "proxy"
+    assert args.calib_methods == ["max", "percentile", "mse", "entropy", "auto"] and args.skip_zeros == "both"
+    args = options.build_parser().parse_args(["--sensitivity"])
+    options.check_study_args(args)
+    assert args.sensitivity == "proxy"
     assert centerpoint_ptq.main(["--study", "--launcher", "pytorch", "--data-root", "x"]) == 2
 
 
