@@ -225,7 +225,8 @@ def run_study(args, backend, cfg, float_model, files, calib_frames, loader, exam
     intervals = Intervals(baseline) if baseline is not None else None
     for row in rows:
         records = row.pop("records")
-        row["fast_mAP"] = None if records is None else intervals.full(records)["mAP"]
+        full = None if records is None else intervals.full(records)
+        row["fast_mAP"], row["fast_NDS"] = (None, None) if full is None else (full["mAP"], full["NDS"])
         row["intervals"] = None
         if intervals is not None and row["mode"] != "fp32" and records is not None:
             row["intervals"] = {k: r.as_dict() for k, r in intervals.compare(records).items()}

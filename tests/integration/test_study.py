@@ -59,6 +59,7 @@ def test_every_quantized_row_has_a_paired_interval_and_the_fast_metric_equals_th
     _, doc, _ = study_run
     for row in doc["results"]:
         assert row["fast_mAP"] == pytest.approx(row["mAP"], abs=1e-6)
+        assert row["fast_NDS"] == pytest.approx(row["NDS"], abs=1e-6)
         if row["mode"] == "fp32":
             assert row["intervals"] is None
             continue
