@@ -125,3 +125,18 @@ def test_reordered_records_keep_each_frame():
     assert metrics(flipped, some) == metrics(records, [len(tokens) - 1 - i for i in some])
     with pytest.raises(ValueError, match="same validation frames"):
         records.reordered(tokens[1:])
+
+
+def test_capture_sees_evaluations_through_the_devkits_nuscenes_eval_and_restores_it():
+    """Both backends' metrics evaluate through ``NuScenesEval`` (a ``DetectionEval`` subclass)."""
+    from nuscenes.eval.common.config import config_factory
+    from nuscenes.eval.detection.evaluate import DetectionEval, NuScenesEval
+    from integration.data.nuscenes_records import capture_detection_eval
+    original = DetectionEval.evaluate
+    gt, pred = _random_boxes(4, frames=3)
+    fake = types.SimpleNamespace(cfg=config_factory("detection_cvpr_2019"), gt_boxes=gt, pred_boxes=pred,
+                                 verbose=False)
+    with capture_detection_eval() as captured:
+        NuScenesEval.evaluate(fake)
+    assert captured == [fake]
+    assert DetectionEval.evaluate is original
