@@ -13,6 +13,11 @@ pytorch_quantization.ptq preset of that name, calibrated on a seeded subset of t
 results.md / results.json, beside calib_<mode>.json files. The mode loop is integration/driver/pipeline.py,
 the same for both frameworks (integration/backends/). Bad input ends with a one-line error and exit
 status 2 before any result is written.
+
+    python integration/centerpoint_ptq.py --study [--calib-methods max,percentile,mse,entropy,auto] [--skip-zeros both]
+
+runs every mode x calibration method from one statistics pass per mode, with 95% paired-bootstrap intervals of
+each difference to fp32 (integration/driver/study.py).
 """
 import os
 import sys
