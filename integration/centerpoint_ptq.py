@@ -13,6 +13,11 @@ pytorch_quantization.ptq preset of that name, calibrated on a seeded subset of t
 results.md / results.json, beside calib_<mode>.json files. The mode loop is integration/driver/pipeline.py,
 the same for both frameworks (integration/backends/). Bad input ends with a one-line error and exit
 status 2 before any result is written.
+
+    python integration/centerpoint_ptq.py --study [--calib-methods max,percentile,mse,entropy,auto] [--skip-zeros both]
+
+runs every mode x calibration method from one statistics pass per mode, with 95% paired-bootstrap intervals of
+each difference to fp32 (integration/driver/study.py).
 """
 import os
 import sys
@@ -21,14 +26,17 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:  # run as a script from a source checkout
     sys.path.insert(0, REPO_ROOT)
 
-from integration.driver import options, pipeline  # noqa: E402
+from integration.driver import options, pipeline, study  # noqa: E402
 from integration.driver.errors import DriverError  # noqa: E402
 
 
 def main(argv=None):
     args = options.build_parser().parse_args(argv)
     try:
-        pipeline.run(args)
+        if args.study:
+            pipeline.run(args, compare=study.run_study, plan_files=study.plan_files)
+        else:
+            pipeline.run(args)
     except DriverError as err:
         print(f"centerpoint_ptq: error: {err}", file=sys.stderr)
         return 2

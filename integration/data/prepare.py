@@ -275,13 +275,17 @@ def prepare_waymo_mmdet3d(root, out_dir, workers=2):
 
 def ensure_synthetic_nuscenes(root):
     """Generate (once) and prepare (once) the synthetic nuScenes-format dataset under ``root``."""
+    from integration.data.nuscenes import DEFAULT_VAL_FRAMES_PER_SCENE, count_val_frames, generate
     if not os.path.isdir(os.path.join(root, 'v1.0-mini')):
         if os.path.isdir(root) and os.listdir(root):
             raise ValueError(f'{root} exists but holds no v1.0-mini tables; remove it to regenerate the synthetic '
                              f'dataset, or pass --data-root')
-        from integration.data.nuscenes import generate
         print(f'generating the synthetic nuScenes-format dataset in {root} (once)')
-        generate(root)
+        generate(root, val_frames_per_scene=DEFAULT_VAL_FRAMES_PER_SCENE)
+    found = count_val_frames(root)
+    if found != DEFAULT_VAL_FRAMES_PER_SCENE:
+        raise ValueError(f'{root} holds an older synthetic dataset ({found} frames per validation scene, this version '
+                         f'makes {DEFAULT_VAL_FRAMES_PER_SCENE}); remove {root} to regenerate it')
     infos = [os.path.join(root, f'nuscenes_infos_{s}.pkl') for s in ('train', 'val')]
     if not all(os.path.isfile(p) for p in infos):
         print(f'preparing info files in {root} (once)')

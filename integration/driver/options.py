@@ -43,15 +43,24 @@ def build_parser():
     p.add_argument("--calib-batches", type=int, default=None,
                    help="calibration frames drawn from the training split (default: min(32, split size))")
     p.add_argument("--seed", type=int, default=0, help="seed of the calibration subset")
-    p.add_argument("--skip-zeros", action="store_true", help="leave exact zeros out of activation statistics")
+    p.add_argument("--skip-zeros", nargs="?", const=True, default=False, metavar="both",
+                   help="leave exact zeros out of activation statistics; with --study, '--skip-zeros both' runs "
+                        "every histogram method with and without zeros")
     p.add_argument("--fold-bn", action="store_true", help="fold BatchNorm into the preceding layers first")
     p.add_argument("--skip-layers", nargs="+", default=[], metavar="GLOB", help="module names left in float")
     p.add_argument("--calib-file", default=None,
                    help="reuse calibration: a file (for every quantized mode) or a directory holding "
                         "calib_<mode>.json files as this driver writes them; the settings recorded in a file "
                         "must equal this run's")
-    p.add_argument("--sensitivity", action="store_true",
-                   help="per-layer sensitivity of each quantized mode (one evaluation per layer)")
+    p.add_argument("--sensitivity", nargs="?", const="proxy", default=None, metavar="proxy|full|both",
+                   help="per-layer sensitivity of each quantized mode: proxy (default; each layer's own output "
+                        "SQNR, seconds), full (one evaluation per layer) or both (with the rankings' agreement)")
+    p.add_argument("--study", action="store_true",
+                   help="quantization study: fp32 once, then every mode x --calib-methods combination from one "
+                        "statistics pass per mode, with paired-bootstrap intervals of the differences to fp32, "
+                        "a table (results.md/.json/.csv) and plots (study_*.png)")
+    p.add_argument("--calib-methods", default=None, metavar="M1,M2",
+                   help=f"with --study: comma-separated methods (default: {','.join(CALIB_METHODS)})")
     p.add_argument("--pcdet-root", default=None,
                    help="OpenPCDet source tree for --framework openpcdet (default: where an installed pcdet lives)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
@@ -98,6 +107,7 @@ def check_args(args):
                           f"choose from {', '.join(CALIB_METHODS)}")
     if not 0.0 < args.percentile <= 100.0:
         raise DriverError(f"--percentile must lie in (0, 100], got {args.percentile}")
+    check_study_args(args)
     _positive(args.calib_batches, "--calib-batches")
     _positive(args.max_eval_frames, "--max-eval-frames")
     if args.launcher not in ("none", "pytorch"):
@@ -125,6 +135,37 @@ def check_args(args):
     if args.calib_file is not None and not os.path.exists(args.calib_file):
         raise DriverError(f"--calib-file: {args.calib_file} does not exist")
     return args
+
+
+SENSITIVITY = ("proxy", "full", "both")
+
+
+def check_study_args(args):
+    """``--study``, ``--calib-methods``, ``--skip-zeros [both]`` and ``--sensitivity`` (in place)."""
+    if args.sensitivity is not None and args.sensitivity not in SENSITIVITY:
+        raise DriverError(f"--sensitivity: unknown kind {args.sensitivity!r}; choose from {', '.join(SENSITIVITY)}")
+    if args.skip_zeros not in (True, False, "both"):
+        raise DriverError(f"--skip-zeros takes no value or 'both', got {args.skip_zeros!r}")
+    if not args.study:
+        if args.skip_zeros == "both" or args.calib_methods is not None:
+            raise DriverError("--skip-zeros both and --calib-methods need --study (a normal run uses one "
+                              "--calib-method)")
+        return
+    text = args.calib_methods if args.calib_methods is not None else ",".join(CALIB_METHODS)
+    methods = [m.strip() for m in text.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in CALIB_METHODS]
+    if not methods or unknown or len(set(methods)) != len(methods):
+        raise DriverError(f"--calib-methods: give distinct methods out of {', '.join(CALIB_METHODS)}, got {text!r}")
+    args.calib_methods = methods
+    if args.sensitivity is not None:
+        raise DriverError("--sensitivity is not part of --study (its plot shows each layer's SQNR already); run it "
+                          "without --study on the configuration the study chose")
+    if args.launcher != "none":
+        raise DriverError("--study runs in one process (its bootstrap needs every frame's detections in one "
+                          "place); drop --launcher")
+    if args.calib_file is not None and not os.path.isdir(args.calib_file):
+        raise DriverError(f"--calib-file: with --study give a directory of calib_<mode>_<method>.json files, "
+                          f"not {args.calib_file}")
 
 
 def check_work_dir(path, option="--work-dir"):

@@ -28,11 +28,12 @@ from integration.driver.errors import DriverError
 from integration.driver.lock import work_dir_lock
 from integration.driver.memory import PeakMemory
 from integration.driver.results import build_table, write_results
+from integration.driver.sensitivity import layer_sensitivity
 
 __all__ = ["run", "prepare", "compare_modes", "quantize", "quantize_and_calibrate", "STALE_PATTERNS"]
 
 #: outputs of an earlier run in the work dir, removed when a run starts (calibration files it reuses are kept)
-STALE_PATTERNS = ("results.md", "results.json", "sensitivity_*.md", "calib_*.json")
+STALE_PATTERNS = ("results.md", "results.json", "results.csv", "study_*.png", "sensitivity_*.md", "calib_*.json")
 
 
 def sparse_bias(model):
@@ -110,10 +111,12 @@ def quantize_and_calibrate(float_model, mode, args, calib_file, loader, example,
     if calib_file is not None:
         metadata = _load_calibration(model, mode, calib_file, args)
     else:
-        ptq.calibrate(model, loader, forward_fn=forward, method=args.calib_method, percentile=args.percentile,
-                      skip_zeros=args.skip_zeros, num_batches=None if has_activation_quantizers(model) else 1)
+        table = ptq.calibrate(model, loader, forward_fn=forward, method=args.calib_method, percentile=args.percentile,
+                              skip_zeros=args.skip_zeros, num_batches=None if has_activation_quantizers(model) else 1)
         config = os.path.abspath(args.config) if os.path.isfile(args.config) else args.config  # pcdet: tree-relative
         metadata = dict(calib_files.run_settings(args), mode=mode, config=config, framework=args.framework)
+        if getattr(table, "choices", None):  # --calib-method auto: the choice per quantizer
+            metadata["auto_choices"] = table.choices
     return model, time.perf_counter() - start, metadata
 
 
@@ -131,8 +134,10 @@ def _calibration_frames(args, backend, cfg, files):
     return world, None
 
 
-def prepare(args, backend):
-    """Every check and every object the comparison needs; DriverError before any result is written."""
+def prepare(args, backend, plan_files=calib_files.plan_files):
+    """Every check and every object the comparison needs; DriverError before any result is written.
+
+    ``plan_files(args)``: ``{mode or study combination: calibration file reused or None}``."""
     if args.data_root is None and args.framework == "mmdet3d":
         args.data_root = options.DEFAULT_DATA_ROOT
         try:
@@ -156,12 +161,12 @@ def prepare(args, backend):
     if distributed.rank() == 0:
         print(f"loaded {loaded} tensors from {args.checkpoint}")
     check_skip_layers(float_model, args.skip_layers)
-    files = calib_files.plan_files(args)
+    files = plan_files(args)
     loader_frames, calib_frames = _calibration_frames(args, backend, cfg, files)
     loader = backend.calibration_loader(cfg, loader_frames, args.seed, distributed.is_distributed())
     example = next(iter(loader))  # for BN-folding traces and sensitivity's output SQNR
     for mode, path in files.items():  # a reused file that does not fit stops the run before any work
-        if path is not None:
+        if path is not None and mode in args.modes:
             quantize_and_calibrate(float_model, options.preset_of(mode), args, path, None, example, backend)
     return dict(args=args, backend=backend, cfg=cfg, float_model=float_model, files=files,
                 calib_frames=calib_frames, loader=loader, example=example)
@@ -202,7 +207,6 @@ def _calibrated_model(mode, args, prepared, cache):
 
 def compare_modes(args, backend, cfg, float_model, files, calib_frames, loader, example):
     """Quantize, calibrate and evaluate a fresh copy per mode; write the table and calibration files."""
-    from pytorch_quantization import ptq
     main = distributed.rank() == 0
     classes = backend.metric_columns(cfg)
     prepared = dict(backend=backend, float_model=float_model, files=files, loader=loader, example=example)
@@ -224,9 +228,9 @@ def compare_modes(args, backend, cfg, float_model, files, calib_frames, loader, 
                          calib_peak_mib=calib_mib, eval_peak_mib=eval_peak.mib,
                          memory=eval_peak.kind, **extra))
         if args.sensitivity and mode not in ("fp32",) + tuple(options.RUNTIME_MODES):
-            sensitivities[mode] = ptq.sensitivity(
-                model, lambda m: _evaluate(backend, m, cfg, args, "sensitivity")[0]["mAP"], sample=example,
-                forward_fn=forward_fn(backend))
+            sensitivities.update(layer_sensitivity(
+                model, mode, args.sensitivity, example, forward_fn(backend),
+                lambda m: _evaluate(backend, m, cfg, args, "sensitivity")[0]["mAP"]))
     if not main:
         return
     table = build_table(rows, classes)
@@ -238,16 +242,18 @@ def compare_modes(args, backend, cfg, float_model, files, calib_frames, loader, 
     print(f"wrote {os.path.join(args.work_dir, 'results.md')} and results.json")
 
 
-def run(args):
-    """The whole comparison for parsed command-line ``args`` (``options.build_parser``)."""
+def run(args, compare=None, plan_files=calib_files.plan_files):
+    """The whole comparison for parsed command-line ``args`` (``options.build_parser``); ``compare`` (default
+    ``compare_modes``) and ``plan_files`` let ``--study`` (``driver/study.py``) run its own loop on the same
+    checks, lock and prepared objects."""
     args = options.check_args(args)
     backend = backends.create(args.framework, args.pcdet_root)
     distributed.check_launcher_env(args.launcher, args.framework, backend.single_node_only)
     try:
         with work_dir_lock(args.work_dir, owner=distributed.rank() == 0):
-            prepared = prepare(args, backend)
+            prepared = prepare(args, backend, plan_files)
             if distributed.rank() == 0:
                 remove_stale_outputs(args.work_dir, prepared["files"].values())
-            compare_modes(**prepared)
+            (compare or compare_modes)(**prepared)
     finally:
         distributed.finish()

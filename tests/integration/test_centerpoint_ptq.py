@@ -121,7 +121,7 @@ def test_options_fold_bn_skip_layers_percentile_sensitivity(data_root, micro_sta
     assert calib["metadata"]["fold_bn"] is True
     layers = {name.rsplit(".", 1)[0] for name in calib["quantizers"]}
     assert layers == {"pts_voxel_encoder.pfn_layers.0.linear"}
-    with open(os.path.join(work, "sensitivity_w8a8.md")) as f:
+    with open(os.path.join(work, "sensitivity_w8a8_proxy.md")) as f:
         assert "pts_voxel_encoder.pfn_layers.0.linear" in f.read()
 
 

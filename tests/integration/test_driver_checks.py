@@ -155,7 +155,8 @@ def test_failed_run_removes_the_work_dir_it_created(tmp_path):
 
 
 def test_stale_outputs_are_removed_but_reused_files_kept(tmp_path):
-    for name in ("results.md", "results.json", "sensitivity_w8.md", "calib_w8.json", "calib_w4.json", "notes.txt"):
+    for name in ("results.md", "results.json", "results.csv", "study_map.png", "sensitivity_w8.md", "calib_w8.json",
+                 "calib_w4.json", "notes.txt"):
         (tmp_path / name).write_text("old")
     pipeline.remove_stale_outputs(str(tmp_path), [str(tmp_path / "calib_w4.json"), None])
     assert sorted(os.listdir(tmp_path)) == ["calib_w4.json", "notes.txt"]

@@ -176,3 +176,10 @@ def test_openpcdet_without_scikit_image_says_what_to_install(openpcdet_layout, m
     assert run_cli('nuscenes', '--framework', 'openpcdet', '--root', root, '--pcdet-root', pcdet) == 3
     err = capsys.readouterr().err
     assert 'pip install scikit-image' in err and calls == [] and not os.path.lexists(pcdet / 'data')
+
+
+def test_embedded_default_refuses_a_dataset_of_another_validation_size(tmp_path):
+    root = tmp_path / 'old'
+    generate(str(root), scenes=['scene-0061', 'scene-0103'], frames_per_scene=1, sweeps_per_frame=0, seed=1)
+    with pytest.raises(ValueError, match=r'older synthetic dataset \(1 frames per validation scene'):
+        prepare_data.ensure_synthetic_nuscenes(str(root))

@@ -206,3 +206,15 @@ def test_bad_arguments_are_rejected(tmp_path):
         generate(str(tmp_path / 'full'), scenes=['scene-0916'], frames_per_scene=1)
     assert (tmp_path / 'full' / 'keep.txt').read_text() == 'user data'
     assert sorted(os.listdir(tmp_path)) == ['full']  # nothing half-written left behind
+
+
+def test_validation_scenes_get_their_own_frame_count(tmp_path):
+    from integration.data.nuscenes import count_val_frames
+    root = tmp_path / 'd'
+    generate(str(root), scenes=['scene-0061', 'scene-0103'], frames_per_scene=1, sweeps_per_frame=0, seed=2,
+             val_frames_per_scene=3)
+    scenes = {s['name']: s['nbr_samples'] for s in load_tables(str(root))['scene']}
+    assert scenes == {'scene-0061': 1, 'scene-0103': 3}
+    assert count_val_frames(str(root)) == 3
+    with pytest.raises(ValueError, match='val_frames_per_scene'):
+        generate(str(tmp_path / 'x'), val_frames_per_scene=0)
