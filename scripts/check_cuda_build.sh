@@ -28,7 +28,7 @@ rm -rf "$SRC/csrc"
 find "$SRC" -path "$SRC/build" -prune -o -name '*.py' -type f -print0 | xargs -0 -r rm -f
 cp -a setup.py csrc pytorch_quantization "$SRC/"
 rm -f "$SRC"/pytorch_quantization/_C*.so  # the main tree's CPU-only build; build_ext puts the CUDA one back
-cp -a tests/test_kernels.py "$SRC/tests/"
+cp -a tests/unit/test_kernels.py "$SRC/tests/"
 [ -f tests/conftest.py ] && cp -a tests/conftest.py "$SRC/tests/"
 
 echo "== building pytorch_quantization._C with CUDA"

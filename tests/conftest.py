@@ -1,8 +1,7 @@
 """Shared test helpers: the repository root and skip markers for the optional stacks.
 
 Test files import them with ``from conftest import ...`` (pytest puts this folder on ``sys.path``). Unit tests of
-the package live directly in ``tests/``; tests of ``integration/`` (driver, backends, data) in
-``tests/integration/``.
+the package live in ``tests/unit/``; tests of ``integration/`` (driver, backends, data) in ``tests/integration/``.
 """
 import importlib.util
 import os

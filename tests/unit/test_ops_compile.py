@@ -12,7 +12,7 @@ from pytorch_quantization import _reference, cuda_ext, ops, tensor_quant
 needs_compiled = pytest.mark.skipif(not ops.serves("cpu"), reason="compiled extension pytorch_quantization._C not "
                                     "built (pip install -e . --no-build-isolation)")
 OPS = torch.ops.pytorch_quantization if ops.serves("cpu") else None
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _inputs(seed=0, shape=(4, 6, 5)):
