@@ -12,7 +12,7 @@ Typical flow::
 
 Each step lives in its own module: ``config`` (PTQConfig, presets, YAML/JSON), ``swap`` (quantize_model),
 ``sparse`` (spconv layers), ``residual`` (QuantAdd), ``bn_fold``, ``calibrate``, ``distributed``, ``calib_io``,
-``sensitivity``, ``report``.
+``sensitivity``, ``report``, ``reconstruct`` (AdaRound / BRECQ / QDrop; a package), ``mixed_precision``.
 """
 from pytorch_quantization.ptq.config import PTQConfig, PRESETS, CALIB_METHODS
 from pytorch_quantization.ptq.table import Table
@@ -26,11 +26,14 @@ from pytorch_quantization.ptq.calib_io import save_calibration, load_calibration
 from pytorch_quantization.ptq.quantizers import find_quantizers
 from pytorch_quantization.ptq.sensitivity import sensitivity, keep_float
 from pytorch_quantization.ptq.report import report, Report
+from pytorch_quantization.ptq.mixed_precision import mixed_precision
+from pytorch_quantization.ptq.reconstruct import reconstruct, centerpoint_task_loss
 
 __all__ = ["PTQConfig", "PRESETS", "CALIB_METHODS", "Table", "sqnr_db", "HAS_SPCONV", "quantize_model",
            "SwapSummary", "QUANT_CLASSES", "QuantAdd", "quantize_residual_blocks", "fold_batchnorm", "ChannelBias",
            "calibrate", "load_amax", "save_calibration", "load_calibration", "find_quantizers",
-           "sensitivity", "keep_float", "report", "Report"]
+           "sensitivity", "keep_float", "report", "Report", "mixed_precision", "reconstruct",
+           "centerpoint_task_loss"]
 
 if HAS_SPCONV:
     from pytorch_quantization.ptq.sparse import QuantSubMConv3d, QuantSparseConv3d, QuantSparseInverseConv3d

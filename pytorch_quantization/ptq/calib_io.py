@@ -1,8 +1,8 @@
 """``save_calibration`` / ``load_calibration``: every quantizer's amax in a JSON file with metadata.
 
-Format (``format: pytorch_quantization.ptq.calibration``, ``version: 1``)::
+Format (``format: pytorch_quantization.ptq.calibration``, ``version: 2``; version 1 files still load)::
 
-    {"format": ..., "version": 1, "package_version": ..., "torch_version": ..., "created_utc": ...,
+    {"format": ..., "version": 2, "package_version": ..., "torch_version": ..., "created_utc": ...,
      "metadata": {...user supplied...},
      "quantizers": {"<dotted name>": {"role": "input" | "weight", "num_bits": 8 | [4, 3], "axis": ...,
                                       "unsigned": false, "narrow_range": true,
@@ -10,6 +10,9 @@ Format (``format: pytorch_quantization.ptq.calibration``, ``version: 1``)::
 
 amax values are float32 written as the exact decimal of their double widening, so a round trip is bit exact.
 ``null`` means the quantizer had no amax (uncalibrated, disabled or ``quant_act=False``).
+
+Version 2 adds an optional ``"weights": {"file", "sha256", "layers"}`` section naming a side-car file of the
+learned integer weights of layers reconstructed by ``ptq.reconstruct`` (see ``weight_payload``).
 """
 import datetime
 import json
@@ -20,11 +23,13 @@ import torch
 from pytorch_quantization.version import __version__
 from pytorch_quantization.ptq.atomic_io import atomic_write_text
 from pytorch_quantization.ptq.quantizers import find_quantizers, set_amax
+from pytorch_quantization.ptq import weight_payload
 
 __all__ = ["save_calibration", "load_calibration", "FORMAT"]
 
 FORMAT = "pytorch_quantization.ptq.calibration"
-VERSION = 1
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
 
 
 def _entry(ref):
@@ -65,6 +70,7 @@ def save_calibration(model, path, metadata=None):
         text = json.dumps(doc, indent=1, allow_nan=False) + "\n"
     except (TypeError, ValueError) as err:
         raise ValueError(f"metadata must be JSON serialisable (finite numbers, strings, lists, dicts): {err}") from None
+    text = _save_learned_weights(refs, path, doc) or text
     atomic_write_text(path, text)
 
 
@@ -76,9 +82,9 @@ def _read(path):
         raise ValueError(f"{path} is not a calibration file (invalid JSON: {err})") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise ValueError(f"{path} is not a calibration file written by save_calibration (format {FORMAT!r})")
-    if doc.get("version") != VERSION:
+    if doc.get("version") not in READABLE_VERSIONS:
         raise ValueError(f"{path} has calibration format version {doc.get('version')!r}; this package reads "
-                         f"version {VERSION}")
+                         f"versions {list(READABLE_VERSIONS)}")
     return doc
 
 
@@ -128,4 +134,20 @@ def load_calibration(model, path, *, strict=True):
                      device=None if param is None else param.device)
             ref.quantizer.disable_calib()
             ref.quantizer.enable_quant()
+    _load_learned_weights(refs, path, doc, strict)
     return doc.get("metadata", {})
+
+
+# ---- learned weights (version 2): kept apart from the amax code above ------------------------------------------
+def _save_learned_weights(refs, path, doc):
+    """Write the side-car of learned integer weights (before the JSON that names it); returns the JSON text with
+    its section added, or None when no layer has learned weights."""
+    section = weight_payload.save_weights(refs, path)
+    if section is None:
+        return None
+    doc["weights"] = section
+    return json.dumps(doc, indent=1, allow_nan=False) + "\n"
+
+
+def _load_learned_weights(refs, path, doc, strict):
+    weight_payload.load_weights(list(refs.values()), doc.get("weights"), path, strict=strict)
