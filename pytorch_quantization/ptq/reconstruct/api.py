@@ -25,6 +25,7 @@ from pytorch_quantization.ptq.reconstruct.cache import BlockCache, snapshot
 from pytorch_quantization.ptq.reconstruct.losses import centerpoint_task_loss, output_loss
 from pytorch_quantization.ptq.reconstruct.rounding import AdaRoundQuantizer, beta_schedule, rounding_regularizer
 from pytorch_quantization.ptq.reconstruct.state import ResumeState
+from pytorch_quantization.ptq.reconstruct import sparse_grad
 
 __all__ = ["reconstruct", "METHODS"]
 
@@ -123,6 +124,7 @@ def _learn_block(qmodel, block, layer_refs, act_refs, entries, s, generator, tas
     acts = [BlockActQuantizer(r.quantizer, s.learn_act, s.drop_prob, generator) for r in act_refs]
     swaps = [_swap(r.layer, "_weight_quantizer", q) for r, q in zip(layer_refs, rounders)]
     swaps += [_swap(r.layer, r.name.rsplit(".", 1)[-1], a) for r, a in zip(act_refs, acts)]
+    sparse = [sparse_grad.install(r.layer) for r in layer_refs if sparse_grad.needs_sparse_grad(r.layer)]
     try:
         alphas = [q.alpha for q in rounders]
         steps = [a.log_ratio for a in acts if a.learnable]
@@ -154,6 +156,8 @@ def _learn_block(qmodel, block, layer_refs, act_refs, entries, s, generator, tas
         integers = {r.layer_name: q.integers() for r, q in zip(layer_refs, rounders)}
         amaxes = {r.name: a.learned_amax().detach() for r, a in zip(act_refs, acts) if a.learnable}
     finally:
+        for handle in sparse:
+            sparse_grad.uninstall(handle)
         for layer, attr, original in swaps:
             setattr(layer, attr, original)
     return rtn, learned, binary, integers, amaxes
