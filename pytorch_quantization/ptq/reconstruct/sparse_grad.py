@@ -1,7 +1,7 @@
 """Gradients through spconv layers on CPU, where spconv 2.3's backward needs CUDA.
 
 While a sparse layer's rounding is learned on CPU, its forward is replaced by one that runs spconv's own forward
-without gradient (for the output indices and the indice pairs it stores) and then recomputes the features
+without gradient on the once-quantized input (for the output indices and the indice pairs it stores) and then recomputes the features
 differentiably with the same gather - matmul - scatter-add over the native indice pairs spconv's CPU path uses
 (KRSC weight ``[out, *k, in]``; submanifold convs take the centre offset as a plain matmul and read the pair
 counts of offsets past the centre mirrored). The first call checks the recomputation against spconv's result.
@@ -44,10 +44,15 @@ def _forward(layer, original, state, input, add_input=None):  # pylint: disable=
     from spconv.pytorch.conv import _apply_act  # pylint: disable=import-outside-toplevel
     if add_input is not None:
         raise ValueError("reconstruct does not support spconv's fused add_input on CPU")
-    with torch.no_grad():
-        exact = original(input)
-    datas = (input if layer.inverse else exact).find_indice_pair(layer.indice_key)
     features = layer._input_quantizer(input.features) if layer.quant_act else input.features  # pylint: disable=W0212
+    quantizer = layer._input_quantizer  # pylint: disable=protected-access
+    layer._input_quantizer = torch.nn.Identity()  # the exact run sees the features quantized once, above
+    try:
+        with torch.no_grad():
+            exact = original(input.replace_feature(features.detach()))
+    finally:
+        layer._input_quantizer = quantizer
+    datas = (input if layer.inverse else exact).find_indice_pair(layer.indice_key)
     weight = layer._weight_quantizer(layer.weight)  # pylint: disable=protected-access
     out = pairs_conv(features, weight, datas.indice_pairs, datas.indice_pair_num, exact.features.shape[0],
                      layer.subm, layer.inverse)
