@@ -204,6 +204,14 @@ def reconstruct(qmodel, float_model, data, *, forward_fn=None, method="adaround"
     Returns:
         a ``Table``: block, layers, loss_rtn, loss_learned (relative squared error on the cached calls), binary
         (fraction of rounding variables at exactly 0 or 1 before freezing), status, seconds.
+
+    Raises:
+        ValueError / TypeError: bad arguments, no data, a model that is not quantized and calibrated, a float
+        model that does not match; all raised before the model is changed. An error during the optimisation
+        leaves the blocks finished before it applied (and saved, with ``resume_dir``).
+
+    Do not recalibrate weights afterwards (``calibrate`` recomputes weight amax from the new weights); load a
+    saved calibration with ``load_calibration`` instead.
     """
     _check_args(method, iters, batch_size, loss, task_loss_fn, drop_prob, num_batches)
     refs, weights = _targets(qmodel, keep)
