@@ -102,6 +102,20 @@ def test_block_methods_with_learned_steps(method):
         assert torch.equal(value, again.state_dict()[key]), key
 
 
+def test_quantized_inputs_compensate_earlier_layers():
+    data = _correlated("image", torch.Generator().manual_seed(9))
+    model = _blocks_model()
+    float_model = _setup(model, data, "w4a8")
+    fed_float = copy.deepcopy(model)
+    rtn = _mse(model, float_model, data)
+    ptq.reconstruct(fed_float, float_model, data, iters=150, progress=False)
+    table = ptq.reconstruct(model, float_model, data, iters=150, inputs="quant", progress=False)
+    assert table.column("status") == ["learned"] * 4
+    assert _mse(model, float_model, data) < _mse(fed_float, float_model, data) < rtn
+    with pytest.raises(ValueError, match="inputs must be"):
+        ptq.reconstruct(model, float_model, data, inputs="mixed", progress=False)
+
+
 def test_resume_skips_finished_blocks(tmp_path):
     data = _correlated("image", torch.Generator().manual_seed(3), n=2)
     model = _blocks_model()

@@ -21,7 +21,7 @@ from pytorch_quantization.ptq.quantizers import find_quantizers, set_amax
 from pytorch_quantization.ptq.table import Table
 from pytorch_quantization.ptq.reconstruct.act_quant import BlockActQuantizer
 from pytorch_quantization.ptq.reconstruct.blocks import call_order, find_blocks, inside
-from pytorch_quantization.ptq.reconstruct.cache import BlockCache, snapshot
+from pytorch_quantization.ptq.reconstruct.cache import BlockCache, capture_inputs, snapshot
 from pytorch_quantization.ptq.reconstruct.losses import centerpoint_task_loss, output_loss
 from pytorch_quantization.ptq.reconstruct.rounding import AdaRoundQuantizer, beta_schedule, rounding_regularizer
 from pytorch_quantization.ptq.reconstruct.state import ResumeState
@@ -173,7 +173,7 @@ def _apply(refs_by_layer, acts_by_name, integers, amaxes, method):
 
 
 def reconstruct(qmodel, float_model, data, *, forward_fn=None, method="adaround", iters=500, batch_size=1,
-                loss="output", task_loss_fn=None, keep=None, blocks=None, learn_act=False, drop_prob=0.5,
+                loss="output", task_loss_fn=None, keep=None, blocks=None, inputs="float", learn_act=False, drop_prob=0.5,
                 lr=5e-2, lr_act=1e-3, reg_weight=0.1, task_weight=1.0, num_batches=None, cache_mb=2048,
                 cache_dir=None, seed=0, resume_dir=None, progress=True):
     """Learn the weight rounding of a calibrated model block by block (see the module docstring).
@@ -192,6 +192,9 @@ def reconstruct(qmodel, float_model, data, *, forward_fn=None, method="adaround"
         keep: layers (globs / regexes / callable) whose weights stay round-to-nearest. Layers left float by
             ``skip`` or ``keep_float`` are never touched.
         blocks: module names / patterns to reconstruct as blocks (BRECQ / QDrop), overriding the automatic ones.
+        inputs: what a block is fed while learning: ``"float"`` (the cached float inputs) or ``"quant"`` (the
+            inputs the quantized model, with the blocks before already reconstructed, gives it: compensates the
+            error of earlier layers, at one pass of the quantized model over the data per block).
         learn_act: also learn the step sizes of the block's activation quantizers (LSQ; BRECQ / QDrop).
         lr, lr_act, reg_weight: Adam learning rates of the rounding variables / log step sizes; weight of the
             rounding regulariser.
@@ -214,6 +217,8 @@ def reconstruct(qmodel, float_model, data, *, forward_fn=None, method="adaround"
     saved calibration with ``load_calibration`` instead.
     """
     _check_args(method, iters, batch_size, loss, task_loss_fn, drop_prob, num_batches)
+    if inputs not in ("float", "quant"):
+        raise ValueError(f"inputs must be 'float' or 'quant', got {inputs!r}")
     refs, weights = _targets(qmodel, keep)
     _check_float(qmodel, float_model, weights)
     data = list(itertools.islice(data, num_batches))
@@ -229,7 +234,7 @@ def reconstruct(qmodel, float_model, data, *, forward_fn=None, method="adaround"
                   task_loss_fn=task_loss_fn or centerpoint_task_loss)
     state = ResumeState(resume_dir, {"method": method, "iters": iters, "batch_size": batch_size, "loss": loss,
                                      "seed": seed, "learn_act": s.learn_act, "drop_prob": s.drop_prob, "lr": lr,
-                                     "reg_weight": reg_weight, "batches": len(data),
+                                     "reg_weight": reg_weight, "batches": len(data), "inputs": inputs,
                                      "blocks": [[b, held] for b, held in grouped]})
     by_layer = {r.layer_name: r for r in weights}
     by_name = {r.name: r for r in refs}
@@ -255,6 +260,12 @@ def reconstruct(qmodel, float_model, data, *, forward_fn=None, method="adaround"
                                          and r.quantizer.amax is not None and inside(r.layer_name, block)]
             generator = torch.Generator().manual_seed(seed + index)
             entries = list(cache.entries(block))
+            if inputs == "quant":
+                fed = capture_inputs(qmodel, block, data[:cache.batches_used], forward_fn)
+                if len(fed) != len(entries):
+                    raise RuntimeError(f"block {block!r} is called {len(fed)} times by the quantized model but "
+                                       f"{len(entries)} times by the float model; use inputs='float'")
+                entries = [(args, kwargs, out) for (args, kwargs), (_, _, out) in zip(fed, entries)]
             rtn, learned, binary, integers, amaxes = _learn_block(
                 qmodel, block, [by_layer[n] for n in held], acts, entries, s, generator, task)
             cache.drop(block)

@@ -14,7 +14,7 @@ import torch
 from pytorch_quantization.ptq.forward import eval_mode, run_forward
 from pytorch_quantization.ptq.layer_types import is_sparse_tensor
 
-__all__ = ["BlockCache", "snapshot", "nbytes"]
+__all__ = ["BlockCache", "snapshot", "nbytes", "capture_inputs"]
 
 
 def snapshot(obj):
@@ -107,3 +107,20 @@ class BlockCache:
         self._memory[name] = []
         for path in self._spilled.pop(name, []):
             os.unlink(path)
+
+
+def capture_inputs(model, name, data, forward_fn):
+    """``[(args, kwargs)]`` of every call of submodule ``name`` while ``model`` runs ``data`` (no gradient)."""
+    calls = []
+    module = model.get_submodule(name) if name else model
+
+    def hook(_module, args, kwargs):
+        calls.append((snapshot(args), snapshot(kwargs)))
+    handle = module.register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        with torch.no_grad(), eval_mode(model):
+            for batch in data:
+                run_forward(model, batch, forward_fn)
+    finally:
+        handle.remove()
+    return calls
