@@ -108,8 +108,8 @@ def test_quantized_inputs_compensate_earlier_layers():
     float_model = _setup(model, data, "w4a8")
     fed_float = copy.deepcopy(model)
     rtn = _mse(model, float_model, data)
-    ptq.reconstruct(fed_float, float_model, data, iters=150, progress=False)
-    table = ptq.reconstruct(model, float_model, data, iters=150, inputs="quant", progress=False)
+    ptq.reconstruct(fed_float, float_model, data, iters=150, inputs="float", progress=False)
+    table = ptq.reconstruct(model, float_model, data, iters=150, progress=False)  # inputs="quant" by default
     assert table.column("status") == ["learned"] * 4
     assert _mse(model, float_model, data) < _mse(fed_float, float_model, data) < rtn
     with pytest.raises(ValueError, match="inputs must be"):

@@ -3,7 +3,8 @@
 Flow: validate everything (the model is untouched on bad input); find the blocks (``blocks``); run the float
 model once over the calibration batches caching every block's float inputs and outputs (``cache``); then, block
 by block in call order, learn the rounding of the block's weights (and, with ``learn_act``, the step sizes of its
-activation quantizers) so that the quantized block fed the float inputs reproduces the float outputs, freeze to
+activation quantizers) so that the quantized block, fed the quantized model's inputs (``inputs="quant"``) or the
+float ones, reproduces the float outputs, freeze to
 hard rounding and write the integers into the weights (``weight_payload``). A block whose learned rounding does
 worse than round-to-nearest on the cached data keeps round-to-nearest. The result is an ordinary calibrated
 model; ``save_calibration`` stores the learned integers.
@@ -172,10 +173,10 @@ def _apply(refs_by_layer, acts_by_name, integers, amaxes, method):
         set_amax(acts_by_name[name].quantizer, amax)
 
 
-def reconstruct(qmodel, float_model, data, *, forward_fn=None, method="adaround", iters=500, batch_size=1,
-                loss="output", task_loss_fn=None, keep=None, blocks=None, inputs="float", learn_act=False, drop_prob=0.5,
-                lr=5e-2, lr_act=1e-3, reg_weight=0.1, task_weight=1.0, num_batches=None, cache_mb=2048,
-                cache_dir=None, seed=0, resume_dir=None, progress=True):
+def reconstruct(qmodel, float_model, data, *, forward_fn=None, method="adaround", iters=100, batch_size=1,
+                loss="output", task_loss_fn=None, keep=None, blocks=None, inputs="quant", learn_act=False,
+                drop_prob=0.5, lr=5e-2, lr_act=1e-3, reg_weight=0.1, task_weight=1.0, num_batches=None,
+                cache_mb=2048, cache_dir=None, seed=0, resume_dir=None, progress=True):
     """Learn the weight rounding of a calibrated model block by block (see the module docstring).
 
     Args:
@@ -192,9 +193,11 @@ def reconstruct(qmodel, float_model, data, *, forward_fn=None, method="adaround"
         keep: layers (globs / regexes / callable) whose weights stay round-to-nearest. Layers left float by
             ``skip`` or ``keep_float`` are never touched.
         blocks: module names / patterns to reconstruct as blocks (BRECQ / QDrop), overriding the automatic ones.
-        inputs: what a block is fed while learning: ``"float"`` (the cached float inputs) or ``"quant"`` (the
-            inputs the quantized model, with the blocks before already reconstructed, gives it: compensates the
-            error of earlier layers, at one pass of the quantized model over the data per block).
+        inputs: what a block is fed while learning: ``"quant"`` (default: the inputs the quantized model, with
+            the blocks before already reconstructed, gives it, so each block compensates the error of the earlier
+            ones, at one pass of the quantized model over the data per block) or ``"float"`` (the cached float
+            inputs; no extra passes). On the embedded tiny CenterPoint (w4, AdaRound, 100 iters, 8 frames)
+            ``"quant"`` reached mAP 0.442 where ``"float"`` (500 iters, 16 frames) reached 0.259 (fp32 0.457).
         learn_act: also learn the step sizes of the block's activation quantizers (LSQ; BRECQ / QDrop).
         lr, lr_act, reg_weight: Adam learning rates of the rounding variables / log step sizes; weight of the
             rounding regulariser.
