@@ -3,8 +3,8 @@
 While a sparse layer's rounding is learned on CPU, its forward is replaced by one that runs spconv's own forward
 without gradient on the once-quantized input (for the output indices and the indice pairs it stores) and then
 recomputes the features differentiably with the same gather - matmul - scatter-add over the native indice pairs
-spconv's CPU path uses (KRSC weight ``[out, *k, in]``; submanifold convs take the centre offset as a plain matmul and read the pair
-counts of offsets past the centre mirrored). The first call checks the recomputation against spconv's result.
+spconv's CPU path uses (KRSC weight ``[out, *k, in]``; submanifold convs take the centre offset as a plain
+matmul and read the pair counts of offsets past the centre mirrored). The first call checks the recomputation against spconv's result.
 """
 import types
 
