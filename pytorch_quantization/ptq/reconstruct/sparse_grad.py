@@ -1,10 +1,11 @@
 """Gradients through spconv layers on CPU, where spconv 2.3's backward needs CUDA.
 
-While a sparse layer's rounding is learned on CPU, its forward is replaced by one that runs spconv's own forward
-without gradient on the once-quantized input (for the output indices and the indice pairs it stores) and then
-recomputes the features differentiably with the same gather - matmul - scatter-add over the native indice pairs
-spconv's CPU path uses (KRSC weight ``[out, *k, in]``; submanifold convs take the centre offset as a plain
-matmul and read the pair counts of offsets past the centre mirrored). The first call checks the recomputation against spconv's result.
+While a sparse layer's rounding is learned on CPU, its forward is replaced by one that runs spconv's own
+forward without gradient on the once-quantized input (for the output indices and the indice pairs it stores)
+and then recomputes the features differentiably with the same gather - matmul - scatter-add over the native
+indice pairs spconv's CPU path uses (KRSC weight ``[out, *k, in]``; submanifold convs take the centre offset
+as a plain matmul and read the pair counts of offsets past the centre mirrored). The first call checks the
+recomputation against spconv's result.
 """
 import types
 
