@@ -14,9 +14,10 @@ Typical flow::
 Each step lives in its own module: ``config`` (PTQConfig, presets, YAML/JSON), ``swap`` (quantize_model),
 ``plugins`` (spconv layers, QuantAdd for detector blocks), ``bn_fold``, ``statistics`` (one pass, every method),
 ``auto_amax``, ``calibrate``, ``diagnostics`` (clipping), ``distributed``, ``calib_io``, ``sensitivity`` (and
-``proxy_sensitivity``), ``report``, ``stats`` (paired bootstrap, rank agreement), ``study_plots``. Which layers
-are quantized with which class is ``pytorch_quantization.layer_registry`` (``layer_types`` adds spconv's), and
-which weight axis holds output channels is ``pytorch_quantization.utils.channel_axis``.
+``proxy_sensitivity``), ``report``, ``stats`` (paired bootstrap, rank agreement), ``study_plots``,
+``reconstruct`` (AdaRound / BRECQ / QDrop; a package), ``mixed_precision``. Which layers are quantized with which
+class is ``pytorch_quantization.layer_registry`` (``layer_types`` adds spconv's), and which weight axis holds
+output channels is ``pytorch_quantization.utils.channel_axis``.
 """
 from pytorch_quantization.ptq.config import PTQConfig, PRESETS, CALIB_METHODS
 from pytorch_quantization.ptq.table import Table
@@ -34,13 +35,15 @@ from pytorch_quantization.ptq.calib_io import save_calibration, load_calibration
 from pytorch_quantization.ptq.quantizers import find_quantizers
 from pytorch_quantization.ptq.sensitivity import sensitivity, keep_float
 from pytorch_quantization.ptq.report import report, Report
+from pytorch_quantization.ptq.mixed_precision import mixed_precision
+from pytorch_quantization.ptq.reconstruct import reconstruct, centerpoint_task_loss
 
 __all__ = ["PTQConfig", "PRESETS", "CALIB_METHODS", "Table", "sqnr_db", "HAS_SPCONV", "quantize_model",
            "SwapSummary", "QUANT_CLASSES", "QuantAdd", "quantize_residual_blocks", "fold_batchnorm", "ChannelBias",
            "ActivationStatistics", "collect_statistics", "compute_amax", "apply_amax", "auto_amax",
            "clipping_diagnostics", "Diagnostics", "stats", "calibrate", "load_amax", "save_calibration",
-           "load_calibration", "find_quantizers",
-           "sensitivity", "keep_float", "report", "Report"]
+           "load_calibration", "find_quantizers", "sensitivity", "keep_float", "report", "Report",
+           "mixed_precision", "reconstruct", "centerpoint_task_loss"]
 
 if HAS_SPCONV:
     from pytorch_quantization.ptq.plugins.spconv import (QuantSubMConv3d, QuantSparseConv3d, QuantSparseInverseConv3d,

@@ -1,8 +1,8 @@
 """``save_calibration`` / ``load_calibration``: every quantizer's amax in a JSON file with metadata.
 
-Format (``format: pytorch_quantization.ptq.calibration``, ``version: 1``)::
+Format (``format: pytorch_quantization.ptq.calibration``, ``version: 2``; version 1 files still load)::
 
-    {"format": ..., "version": 1, "package_version": ..., "torch_version": ..., "created_utc": ...,
+    {"format": ..., "version": 2, "package_version": ..., "torch_version": ..., "created_utc": ...,
      "metadata": {...user supplied...},
      "quantizers": {"<dotted name>": {"role": "input" | "weight", "num_bits": 8 | [4, 3], "axis": ...,
                                       "unsigned": false, "narrow_range": true, "quant_act": true,
@@ -18,6 +18,10 @@ malformed entry, an amax that is not a finite number >= 0 (or a nested list of t
 disagrees with its ``shape`` field, with the quantizer's axis or with the layer's weight -- each is a
 ``ValueError`` naming the file and the quantizer, and the model stays as it was. So a loaded amax never needs
 checking again in the forward pass.
+
+Version 2 adds an optional ``"weights": {"file", "sha256", "layers"}`` section naming a side-car file of the
+learned integer weights of layers reconstructed by ``ptq.reconstruct`` (see ``weight_payload``); it is checked
+with the rest of the file before anything changes.
 """
 import datetime
 import json
@@ -31,11 +35,13 @@ import torch
 from pytorch_quantization.version import __version__
 from pytorch_quantization.ptq.atomic_io import atomic_write_text
 from pytorch_quantization.ptq.quantizers import amax_shape, find_quantizers, set_amax
+from pytorch_quantization.ptq import weight_payload
 
 __all__ = ["save_calibration", "load_calibration", "FORMAT"]
 
 FORMAT = "pytorch_quantization.ptq.calibration"
-VERSION = 1
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
 _SETTINGS = ("role", "num_bits", "axis", "unsigned", "narrow_range")
 _SHOWN = 8
 
@@ -79,6 +85,7 @@ def save_calibration(model: torch.nn.Module, path: Union[str, os.PathLike], meta
         text = json.dumps(doc, indent=1, allow_nan=False) + "\n"
     except (TypeError, ValueError) as err:
         raise ValueError(f"metadata must be JSON serialisable (finite numbers, strings, lists, dicts): {err}") from None
+    text = _save_learned_weights(refs, path, doc) or text
     atomic_write_text(path, text)
 
 
@@ -90,9 +97,9 @@ def _read(path):
         raise ValueError(f"{path} is not a calibration file (not UTF-8 JSON: {err})") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise ValueError(f"{path} is not a calibration file written by save_calibration (format {FORMAT!r})")
-    if doc.get("version") != VERSION:
+    if doc.get("version") not in READABLE_VERSIONS:
         raise ValueError(f"{path} has calibration format version {doc.get('version')!r}; this package reads "
-                         f"version {VERSION}")
+                         f"versions {list(READABLE_VERSIONS)}")
     if not isinstance(doc.get("quantizers"), dict):
         raise ValueError(f"calibration file {path}: 'quantizers' must be a mapping of quantizer name -> entry, got "
                          f"{type(doc.get('quantizers')).__name__}; the file is damaged, write it again with "
@@ -197,9 +204,11 @@ def load_calibration(model: torch.nn.Module, path: Union[str, os.PathLike], *, s
     different = {n: why for n, why in misfits.items() if why is not None}
     if strict and (missing or unexpected or different):
         raise ValueError(_mismatch_message(path, missing, unexpected, different))
+    learned = weight_payload.read_weights(list(refs.values()), doc.get("weights"), path, strict=strict)
     for name, why in misfits.items():
         if why is None:
             _apply(refs[name], saved[name])
+    weight_payload.apply_weights(learned)
     return doc.get("metadata", {})
 
 
@@ -213,3 +222,14 @@ def _apply(ref, entry):
              device=None if param is None else param.device)
     ref.quantizer.disable_calib()
     ref.quantizer.enable_quant()
+
+
+# ---- learned weights (version 2): kept apart from the amax code above ------------------------------------------
+def _save_learned_weights(refs, path, doc):
+    """Write the side-car of learned integer weights (before the JSON that names it); returns the JSON text with
+    its section added, or None when no layer has learned weights."""
+    section = weight_payload.save_weights(refs, path)
+    if section is None:
+        return None
+    doc["weights"] = section
+    return json.dumps(doc, indent=1, allow_nan=False) + "\n"

@@ -18,6 +18,8 @@ name       weights                                              activations
 ``w8``     INT8, per output channel (axis 0)                    float (``quant_act=False``)
 ``w8a8``   INT8, per output channel (axis 0)                    INT8, per tensor
 ``w4``     4-bit, per output channel (axis 0)                   float (``quant_act=False``)
+``w4a8``   4-bit, per output channel (axis 0)                   INT8, per tensor
+``w4a16``  4-bit, per output channel (axis 0)                   float (= ``w4``: weight-only, 16-bit deployment)
 ``fp8``    E4M3, per tensor                                     E4M3, per tensor
 =========  ===================================================  ==========================
 
@@ -52,6 +54,8 @@ PRESETS = {
     "w8a8": {"weight": _INT8_CHANNEL, "input": _INT8_TENSOR},
     "w4": {"weight": _INT4_CHANNEL, "input": None},
     "fp8": {"weight": _E4M3_TENSOR, "input": _E4M3_TENSOR},
+    "w4a8": {"weight": _INT4_CHANNEL, "input": _INT8_TENSOR},
+    "w4a16": {"weight": _INT4_CHANNEL, "input": None},
 }
 
 _DEFAULT_CALIBRATION = {"method": "max", "percentile": 99.99, "skip_zeros": False, "num_batches": None}

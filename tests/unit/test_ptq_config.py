@@ -13,7 +13,7 @@ def test_presets_describe_what_they_say():
     assert PTQConfig.preset("w4").weight["num_bits"] == 4
     fp8 = PTQConfig.preset("fp8")
     assert fp8.weight["num_bits"] == (4, 3) and fp8.input["num_bits"] == (4, 3)
-    assert set(PRESETS) == {"fp32", "w8", "w8a8", "w4", "fp8"}
+    assert set(PRESETS) == {"fp32", "w8", "w8a8", "w4", "fp8", "w4a8", "w4a16"}
 
 
 def test_unknown_preset_names_choices():

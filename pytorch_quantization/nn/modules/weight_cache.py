@@ -31,6 +31,8 @@ import weakref
 import torch
 from torch.nn.modules import module as torch_module
 
+from pytorch_quantization.nn.modules.tensor_quantizer import TensorQuantizer
+
 __all__ = ["quantized_weight", "enable", "is_enabled", "clear"]
 
 _SETTING_TYPES = frozenset((bool, int, float, str, tuple, type(None)))
@@ -71,6 +73,8 @@ def _reusable(weight, quantizer):
     if torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.jit.is_scripting():
         return False
     if weight.device.type == "meta" or type(weight) not in (torch.Tensor, torch.nn.Parameter):
+        return False
+    if not isinstance(quantizer, TensorQuantizer):  # a stand-in (e.g. reconstruction's learned rounding)
         return False
     q = quantizer
     # pylint: disable=protected-access
