@@ -20,6 +20,7 @@ import time
 
 from integration import backends
 from integration.data.prepare import MissingDependency, ensure_synthetic_nuscenes
+from integration.data.prepare_waymo import ensure_synthetic_waymo
 from integration.driver import calib_files, distributed, options
 from integration.driver.errors import DriverError
 from integration.driver.lock import work_dir_lock
@@ -130,9 +131,10 @@ def _calibration_frames(args, backend, cfg, files):
 def prepare(args, backend):
     """Every check and every object the comparison needs; DriverError before any result is written."""
     if args.data_root is None and args.framework == "mmdet3d":
-        args.data_root = options.DEFAULT_DATA_ROOT
+        waymo = args.dataset == "waymo"
+        args.data_root = options.WAYMO_DEFAULTS["data_root"] if waymo else options.DEFAULT_DATA_ROOT
         try:
-            ensure_synthetic_nuscenes(args.data_root)
+            (ensure_synthetic_waymo if waymo else ensure_synthetic_nuscenes)(args.data_root)
         except (ValueError, MissingDependency) as err:
             raise DriverError(str(err).splitlines()[0]) from None
     stack = backend.import_stack()
@@ -181,7 +183,7 @@ def compare_modes(args, backend, cfg, float_model, files, calib_frames, loader, 
     """Quantize, calibrate and evaluate a fresh copy per mode; write the table and calibration files."""
     from pytorch_quantization import ptq
     main = distributed.rank() == 0
-    classes = backend.metric_columns(cfg)
+    columns = backend.metric_columns(cfg)
     rows, sensitivities = [], {}
     for mode in args.modes:
         if main:
@@ -195,13 +197,13 @@ def compare_modes(args, backend, cfg, float_model, files, calib_frames, loader, 
         rows.append(dict(mode=mode, **values, ms_per_frame=ms, calib_s=calib_s))
         if args.sensitivity and mode != "fp32":
             sensitivities[mode] = ptq.sensitivity(
-                model, lambda m: _evaluate(backend, m, cfg, args, "sensitivity")[0]["mAP"], sample=example,
+                model, lambda m: _evaluate(backend, m, cfg, args, "sensitivity")[0][columns[0]], sample=example,
                 forward_fn=forward_fn(backend))
     if not main:
         return
-    table = build_table(rows, classes)
+    table = build_table(rows, columns)
     print(table)
-    run_info = dict(vars(args), calib_frames=calib_frames, classes=classes, processes=distributed.world_size())
+    run_info = dict(vars(args), calib_frames=calib_frames, columns=columns, processes=distributed.world_size())
     write_results(args.work_dir, table, rows, run_info)
     for mode, sens in sensitivities.items():
         sens.save(os.path.join(args.work_dir, f"sensitivity_{mode}.md"))

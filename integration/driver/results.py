@@ -1,4 +1,4 @@
-"""The driver's one comparison table: mode, mAP, NDS, per-class AP, ms/frame, calibration seconds."""
+"""The driver's one comparison table: mode, the backend's metric columns, ms/frame, calibration seconds."""
 import json
 import os
 
@@ -6,13 +6,13 @@ from pytorch_quantization.ptq.atomic_io import atomic_write_text
 from pytorch_quantization.ptq.table import Table
 
 
-def build_table(rows, classes):
-    """``rows``: dicts with mode, mAP, NDS, class_AP, ms_per_frame, calib_s (None where not run)."""
-    columns = ["mode", "mAP", "NDS"] + [f"AP {c}" for c in classes] + ["ms/frame", "calib s"]
-    table = Table(columns, title="CenterPoint PTQ comparison")
+def build_table(rows, metric_columns):
+    """``rows``: dicts with mode, ms_per_frame, calib_s and the ``metric_columns`` (``Backend.metric_columns``;
+    ``AP <class>`` may come from a row's ``class_AP`` dict); None where not run."""
+    table = Table(["mode"] + list(metric_columns) + ["ms/frame", "calib s"], title="CenterPoint PTQ comparison")
     for r in rows:
-        table.add([r["mode"], r["mAP"], r["NDS"]] + [r["class_AP"].get(c) for c in classes]
-                  + [r["ms_per_frame"], r["calib_s"]])
+        values = dict({f"AP {c}": v for c, v in (r.get("class_AP") or {}).items()}, **r)
+        table.add([r["mode"]] + [values.get(c) for c in metric_columns] + [r["ms_per_frame"], r["calib_s"]])
     return table
 
 

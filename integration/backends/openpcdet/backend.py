@@ -338,4 +338,4 @@ class OpenPCDetBackend:
         return values, timer.ms_per_frame
 
     def metric_columns(self, cfg):
-        return list(cfg.CLASS_NAMES)
+        return ["mAP", "NDS"] + [f"AP {c}" for c in cfg.CLASS_NAMES]
