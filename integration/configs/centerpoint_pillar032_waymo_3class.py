@@ -94,13 +94,15 @@ model = dict(
             post_max_size=500,
             nms_thr=0.7)))
 
+# Waymo2KITTI saves x, y, z, intensity, elongation, timestamp per point; the model reads the first five
+load_points = dict(
+    type='LoadPointsFromFile',
+    coord_type='LIDAR',
+    load_dim=6,
+    use_dim=5,
+    backend_args=backend_args)
 train_pipeline = [
-    dict(
-        type='LoadPointsFromFile',
-        coord_type='LIDAR',
-        load_dim=6,
-        use_dim=5,
-        backend_args=backend_args),
+    load_points,
     dict(type='LoadAnnotations3D', with_bbox_3d=True, with_label_3d=True),
     dict(
         type='RandomFlip3D',
@@ -120,12 +122,7 @@ train_pipeline = [
         keys=['points', 'gt_bboxes_3d', 'gt_labels_3d'])
 ]
 test_pipeline = [
-    dict(
-        type='LoadPointsFromFile',
-        coord_type='LIDAR',
-        load_dim=6,
-        use_dim=5,
-        backend_args=backend_args),
+    load_points,
     dict(type='PointsRangeFilter', point_cloud_range=point_cloud_range),
     dict(
         type='Pack3DDetInputs',
