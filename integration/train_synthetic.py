@@ -32,6 +32,8 @@ def build_parser():
     p.add_argument("--work-dir", default=None, help="default: work_dirs/train_synthetic[_waymo]")
     p.add_argument("--max-iters", type=int, default=None, help="default: the config's train_cfg.max_iters")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--load-from", default=None,
+                   help="start from these weights (e.g. the committed checkpoint) instead of a fresh init")
     p.add_argument("--output", default=None, help="where the fp16 state_dict goes (default: the committed path)")
     return p
 
@@ -87,6 +89,10 @@ def train(args):
     if args.max_iters is not None:
         set_max_iters(cfg, args.max_iters)
     cfg.work_dir = args.work_dir
+    if args.load_from is not None:
+        if not os.path.isfile(args.load_from):
+            raise DriverError(f"--load-from: {args.load_from} is not a file")
+        cfg.load_from = os.path.abspath(args.load_from)
     cfg.randomness = dict(seed=args.seed, deterministic=False)
     # Validation happens separately (centerpoint_ptq.py --modes fp32): the nuScenes metric is slow.
     cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None

@@ -203,3 +203,26 @@ def test_prepare_refuses_an_openpcdet_root_for_mmdet3d(tmp_path):
     (tmp_path / "waymo_processed_data_v0_5_0").mkdir()
     proc = prepare(tmp_path)
     assert proc.returncode == 2 and "converted for openpcdet" in proc.stderr
+
+
+def test_committed_checkpoint_fits_the_synthetic_config():
+    from integration.backends.mmdet3d.backend import MMDet3DBackend
+    from integration.driver import options
+    path, config = options.WAYMO_DEFAULTS["checkpoint"], options.WAYMO_DEFAULTS["config"]
+    if not os.path.isfile(path):
+        pytest.skip("the trained Waymo checkpoint is not in this checkout (integration/train_synthetic.py makes it)")
+    backend = MMDet3DBackend()
+    backend.import_stack()
+    model = backend.build_model(backend.load_config(config, None, None), "cpu")
+    assert backend.load_weights(model, path) == len(model.state_dict())
+
+
+def test_train_synthetic_waymo_steps_through_center_head(data_root, tmp_path):
+    """Two training iterations of the micro config: ZeroVelocity gives CenterHead the boxes it trains on."""
+    from integration import train_synthetic
+    out = tmp_path / "trained.pth"
+    assert train_synthetic.main(["--dataset", "waymo", "--config", MICRO, "--data-root", data_root,
+                                 "--work-dir", str(tmp_path / "work"), "--max-iters", "2", "--output", str(out)]) == 0
+    state = torch.load(out, map_location="cpu", weights_only=True)
+    floats = [v for v in state.values() if v.is_floating_point()]
+    assert floats and all(v.dtype == torch.float16 and torch.isfinite(v).all() for v in floats)
