@@ -2,10 +2,13 @@
 
     python integration/prepare_data.py nuscenes --framework mmdet3d --root work_dirs/synthetic_nuscenes
     python integration/prepare_data.py nuscenes --framework openpcdet --root /data/nuscenes --pcdet-root ~/OpenPCDet
+    python integration/prepare_data.py waymo --framework mmdet3d --root /data/waymo   # waymo_format/ -> kitti_format/
+    python integration/prepare_data.py waymo --framework openpcdet --root /data/waymo --pcdet-root ~/OpenPCDet
 
 mmdet3d: info files go to --out (default --root). openpcdet: OpenPCDet writes them into the dataset folder
 itself (through a link <pcdet-root>/data/nuscenes/<version> -> --root), so --out is refused. The logic is
-integration/data/prepare.py. A missing package or source tree: one line saying what to install, exit 3;
+integration/data/prepare.py (Waymo: integration/data/prepare_waymo.py, which first checks the tfrecords'
+framing). A missing package or source tree: one line saying what to install, exit 3;
 bad arguments: one line, exit 2.
 """
 import argparse
@@ -18,7 +21,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:  # run as a script from a source checkout
     sys.path.insert(0, REPO_ROOT)
 
-from integration.data import prepare  # noqa: E402
+from integration.data import prepare, prepare_waymo  # noqa: E402
 
 
 def build_parser():
@@ -41,11 +44,13 @@ def build_parser():
 
 
 def run(args):
+    if args.dataset == 'waymo' and args.framework == 'openpcdet':
+        prepare_waymo.check_input(args.root, 'openpcdet')
     if args.framework == 'openpcdet':
         return prepare.prepare_openpcdet(args.dataset, args.root, args.version, args.pcdet_root, args.out,
                                          args.max_sweeps)
     if args.dataset == 'waymo':
-        return prepare.prepare_waymo_mmdet3d(args.root, args.out)
+        return prepare_waymo.prepare_waymo_mmdet3d(args.root, args.out)
     sweeps = prepare.DEFAULT_MAX_SWEEPS if args.max_sweeps is None else args.max_sweeps
     return prepare.prepare_nuscenes_mmdet3d(args.root, args.version, args.out, sweeps, args.gt_database)
 

@@ -1,7 +1,10 @@
-"""Train the tiny CenterPoint-pillar config on the synthetic nuScenes-format dataset (CPU).
+"""Train a small CenterPoint-pillar config on a synthetic dataset (CPU): nuScenes-format (default) or Waymo.
 
-    python integration/train_synthetic.py [--config CFG] [--data-root DIR] [--work-dir DIR]
-                                          [--max-iters N] [--seed S] [--output PTH]
+    python integration/train_synthetic.py [--dataset nuscenes|waymo] [--config CFG] [--data-root DIR]
+                                          [--work-dir DIR] [--max-iters N] [--seed S] [--output PTH]
+
+``--dataset waymo`` defaults to the synthetic Waymo config, data root and checkpoint path of
+``centerpoint_ptq.py --dataset waymo`` (generate and convert the data first, e.g. by running that once).
 
 Training runs through mmengine's Runner with the config's own loss, optimizer and (iteration-
 based) schedule. Afterwards the weights alone (a state_dict, stored as float16 to keep the
@@ -23,13 +26,29 @@ from integration.backends.mmdet3d.config import check_info_files, load_config, s
 
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--config", default=options.DEFAULT_CONFIG)
-    p.add_argument("--data-root", default=options.DEFAULT_DATA_ROOT)
-    p.add_argument("--work-dir", default=os.path.join(REPO_ROOT, "work_dirs", "train_synthetic"))
+    p.add_argument("--dataset", choices=options.DATASETS, default="nuscenes")
+    p.add_argument("--config", default=None, help="default: the dataset's synthetic config")
+    p.add_argument("--data-root", default=None, help="default: the dataset's synthetic data root")
+    p.add_argument("--work-dir", default=None, help="default: work_dirs/train_synthetic[_waymo]")
     p.add_argument("--max-iters", type=int, default=None, help="default: the config's train_cfg.max_iters")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--output", default=options.DEFAULT_CHECKPOINT, help="where the fp16 state_dict goes")
+    p.add_argument("--load-from", default=None,
+                   help="start from these weights (e.g. the committed checkpoint) instead of a fresh init")
+    p.add_argument("--output", default=None, help="where the fp16 state_dict goes (default: the committed path)")
     return p
+
+
+def fill_defaults(args):
+    """The dataset's synthetic config, data root, work dir and checkpoint path where not given."""
+    waymo = args.dataset == "waymo"
+    defaults = dict(config=options.WAYMO_DEFAULTS["config"] if waymo else options.DEFAULT_CONFIG,
+                    data_root=options.WAYMO_DEFAULTS["data_root"] if waymo else options.DEFAULT_DATA_ROOT,
+                    work_dir=os.path.join(REPO_ROOT, "work_dirs", "train_synthetic" + ("_waymo" if waymo else "")),
+                    output=options.WAYMO_DEFAULTS["checkpoint"] if waymo else options.DEFAULT_CHECKPOINT)
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    return args
 
 
 def set_max_iters(cfg, max_iters):
@@ -59,6 +78,7 @@ def save_weights(model, path):
 
 
 def train(args):
+    fill_defaults(args)
     if args.max_iters is not None and args.max_iters < 1:
         raise DriverError(f"--max-iters must be a positive integer, got {args.max_iters}")
     from integration.backends.mmdet3d.backend import MMDet3DBackend
@@ -69,6 +89,10 @@ def train(args):
     if args.max_iters is not None:
         set_max_iters(cfg, args.max_iters)
     cfg.work_dir = args.work_dir
+    if args.load_from is not None:
+        if not os.path.isfile(args.load_from):
+            raise DriverError(f"--load-from: {args.load_from} is not a file")
+        cfg.load_from = os.path.abspath(args.load_from)
     cfg.randomness = dict(seed=args.seed, deterministic=False)
     # Validation happens separately (centerpoint_ptq.py --modes fp32): the nuScenes metric is slow.
     cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None

@@ -12,7 +12,8 @@ import torch
 
 __all__ = ["Backend", "RowValues"]
 
-#: one evaluation's values: {"mAP": float, "NDS": float or None, "class_AP": {class: float or None}}
+#: one evaluation's values: a value per ``metric_columns`` name (nuScenes: "mAP", "NDS" and a "class_AP" dict
+#: {class: float or None} giving the "AP <class>" columns; Waymo: "L2 mAPH", ..., "Cyclist L1 mAP")
 RowValues = Dict[str, Any]
 
 
@@ -55,4 +56,4 @@ class Backend(Protocol):
         ``distributed`` every rank gets the row values."""
 
     def metric_columns(self, cfg: Any) -> List[str]:
-        """The class names whose AP the table shows."""
+        """The table's metric columns for ``cfg``'s dataset, headline first (``--sensitivity`` ranks by it)."""

@@ -12,8 +12,10 @@ a link to ``--root`` made here (an existing link or folder there must already be
 (``nuscenes_infos_<N>sweeps_{train,val}.pkl``) and the ground-truth database land in ``--root`` itself, so
 ``--out`` is refused; ``--max-sweeps`` is honoured through a copy of the dataset config.
 
-waymo needs waymo-open-dataset (TensorFlow) and openpcdet needs an OpenPCDet source tree; when
-they are missing the script says in one line what to install and exits non-zero.
+waymo (``integration.data.prepare_waymo``) needs waymo-open-dataset and TensorFlow (``scripts/setup_waymo.sh``);
+openpcdet needs an OpenPCDet source tree; when they are missing the script says in one line what to install and
+exits non-zero. OpenPCDet's Waymo converter reads ``data/waymo/{raw_data,ImageSets}``: the link is
+``data/waymo`` -> ``--root``.
 
 ``ensure_synthetic_nuscenes(root)`` generates (once) and prepares the driver's default synthetic dataset.
 """
@@ -35,9 +37,7 @@ OPENPCDET_NUSCENES_STACK = {'skimage': 'scikit-image', 'nuscenes': 'nuscenes-dev
 OPENPCDET_GUIDE = 'README.md, section "CenterPoint PTQ through OpenPCDet"'
 DEFAULT_MAX_SWEEPS = 10
 SETUP_HINT = 'bash scripts/setup_mmdet3d.sh (MMDetection3D 1.4 stack with nuscenes-devkit)'
-WAYMO_HINT = ('waymo-open-dataset needs TensorFlow and numpy 1.x: create a separate Python 3.11 environment '
-              "and run `pip install --prefer-binary waymo-open-dataset-tf-2-12-0==1.6.7` there, plus the "
-              'framework (mmdet3d stack or OpenPCDet) in that same environment, then rerun this command with it')
+WAYMO_HINT = 'bash scripts/setup_waymo.sh (TensorFlow 2.21 and waymo-open-dataset beside the framework)'
 
 
 class MissingDependency(RuntimeError):
@@ -221,7 +221,7 @@ def prepare_openpcdet(dataset, root, version, pcdet_root, out_dir=None, max_swee
         if max_sweeps is not None:
             raise ValueError('--max-sweeps applies to nuScenes only; leave it out for waymo')
         require(['waymo_open_dataset', 'tensorflow'], WAYMO_HINT)
-        target = os.path.join(pcdet_root, 'data', 'waymo', 'raw_data')
+        target = os.path.join(pcdet_root, 'data', 'waymo')  # raw_data/ and ImageSets/ both sit in --root
         module, cfg, extra = 'pcdet.datasets.waymo.waymo_dataset', 'waymo_dataset.yaml', ['--func', 'create_waymo_infos']
     else:
         missing = missing_modules(OPENPCDET_NUSCENES_STACK)
@@ -248,29 +248,6 @@ def prepare_openpcdet(dataset, root, version, pcdet_root, out_dir=None, max_swee
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return [root]
-
-
-def prepare_waymo_mmdet3d(root, out_dir, workers=2):
-    """Run ``tools/create_data.py waymo`` from the mmdet3d wheel into a temp folder, then rename."""
-    require(MMDET3D_STACK, SETUP_HINT)
-    require(['waymo_open_dataset', 'tensorflow'], WAYMO_HINT)
-    root = os.path.abspath(root)
-    out_dir = os.path.abspath(out_dir or root)
-    os.makedirs(out_dir, exist_ok=True)
-    mim = os.path.dirname(mmdet3d_tools_dir())
-    staging = tempfile.mkdtemp(prefix='.prepare_data-', dir=out_dir)
-    try:
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [mim, os.environ.get('PYTHONPATH')])))
-        subprocess.run([sys.executable, os.path.join('tools', 'create_data.py'), 'waymo', '--root-path', root,
-                        '--out-dir', staging, '--workers', str(workers), '--extra-tag', 'waymo'],
-                       cwd=mim, env=env, check=True)
-        written = []
-        for name in sorted(os.listdir(staging), key=lambda n: n.endswith('.pkl')):
-            _move_into(os.path.join(staging, name), os.path.join(out_dir, name))
-            written.append(os.path.join(out_dir, name))
-        return written
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def ensure_synthetic_nuscenes(root):

@@ -17,6 +17,13 @@ DEFAULT_CHECKPOINT = os.path.join(REPO_ROOT, "integration", "checkpoints",
                                   "centerpoint_pillar_tiny_synthetic.pth")
 DEFAULT_DATA_ROOT = os.path.join(REPO_ROOT, "work_dirs", "synthetic_nuscenes")
 DEFAULT_WORK_DIR = os.path.join(REPO_ROOT, "work_dirs", "centerpoint_ptq")
+DATASETS = ("nuscenes", "waymo")
+#: --dataset waymo without --config / --checkpoint / --data-root: the synthetic Waymo set and its checkpoint
+WAYMO_DEFAULTS = dict(
+    config=os.path.join(REPO_ROOT, "integration", "configs", "centerpoint_pillar_waymo_synthetic.py"),
+    checkpoint=os.path.join(REPO_ROOT, "integration", "checkpoints", "centerpoint_pillar_waymo_synthetic.pth"),
+    data_root=os.path.join(REPO_ROOT, "work_dirs", "synthetic_waymo"),
+    work_dir=os.path.join(REPO_ROOT, "work_dirs", "centerpoint_ptq_waymo"))
 
 
 def build_parser():
@@ -32,6 +39,10 @@ def build_parser():
                "while a run lasts and the previous run's outputs are removed when a run starts. Bad input: one "
                "line on stderr, exit status 2.")
     p.add_argument("--framework", default="mmdet3d", help=f"one of {', '.join(FRAMEWORKS)}")
+    p.add_argument("--dataset", default="nuscenes",
+                   help=f"one of {', '.join(DATASETS)}: the defaults of --config / --checkpoint / --data-root / "
+                        f"--work-dir (waymo: the synthetic Waymo set, generated and converted once) and the table's "
+                        f"metric columns (waymo: mAPH and mAP at LEVEL_2 and LEVEL_1, overall and per class)")
     p.add_argument("--config", default=None, help="model config (default: the tiny synthetic config)")
     p.add_argument("--checkpoint", default=None, help="weights (default: the committed tiny checkpoint)")
     p.add_argument("--data-root", default=None,
@@ -101,6 +112,8 @@ def check_args(args):
     """Validate what can be validated before any framework is imported; fills defaults in place."""
     if args.framework not in FRAMEWORKS:
         raise DriverError(f"--framework: unknown framework {args.framework!r}; choose from {', '.join(FRAMEWORKS)}")
+    if args.dataset not in DATASETS:
+        raise DriverError(f"--dataset: unknown dataset {args.dataset!r}; choose from {', '.join(DATASETS)}")
     args.modes = parse_modes(args.modes)
     if args.calib_method not in CALIB_METHODS:
         raise DriverError(f"--calib-method: unknown method {args.calib_method!r}; "
@@ -117,7 +130,8 @@ def check_args(args):
                           "the synthetic one concurrently)")
     if args.device not in ("cpu", "cuda"):
         raise DriverError(f"--device: unknown device {args.device!r}; choose cpu or cuda")
-    args.work_dir = check_work_dir(args.work_dir or DEFAULT_WORK_DIR)
+    waymo = args.dataset == "waymo"
+    args.work_dir = check_work_dir(args.work_dir or (WAYMO_DEFAULTS["work_dir"] if waymo else DEFAULT_WORK_DIR))
     if args.export_onnx is not None:
         args.export_onnx = check_work_dir(args.export_onnx, "--export-onnx")
     if args.framework != "mmdet3d" and (args.export_onnx or any(m in RUNTIME_MODES for m in args.modes)):
@@ -128,8 +142,8 @@ def check_args(args):
             raise DriverError("--framework openpcdet needs --config (e.g. tools/cfgs/nuscenes_models/"
                               "cbgs_dyn_pp_centerpoint.yaml) and --checkpoint")
     else:
-        args.config = resolve_mmdet3d_config(args.config or DEFAULT_CONFIG)
-        args.checkpoint = args.checkpoint or DEFAULT_CHECKPOINT
+        args.config = resolve_mmdet3d_config(args.config or (WAYMO_DEFAULTS["config"] if waymo else DEFAULT_CONFIG))
+        args.checkpoint = args.checkpoint or (WAYMO_DEFAULTS["checkpoint"] if waymo else DEFAULT_CHECKPOINT)
         _readable_file(args.config, "--config")
     _readable_file(args.checkpoint, "--checkpoint")
     if args.calib_file is not None and not os.path.exists(args.calib_file):

@@ -23,6 +23,7 @@ import time
 
 from integration import backends
 from integration.data.prepare import MissingDependency, ensure_synthetic_nuscenes
+from integration.data.prepare_waymo import ensure_synthetic_waymo
 from integration.driver import calib_files, dense_runtime, distributed, options
 from integration.driver.errors import DriverError
 from integration.driver.lock import work_dir_lock
@@ -139,9 +140,10 @@ def prepare(args, backend, plan_files=calib_files.plan_files):
 
     ``plan_files(args)``: ``{mode or study combination: calibration file reused or None}``."""
     if args.data_root is None and args.framework == "mmdet3d":
-        args.data_root = options.DEFAULT_DATA_ROOT
+        waymo = args.dataset == "waymo"
+        args.data_root = options.WAYMO_DEFAULTS["data_root"] if waymo else options.DEFAULT_DATA_ROOT
         try:
-            ensure_synthetic_nuscenes(args.data_root)
+            (ensure_synthetic_waymo if waymo else ensure_synthetic_nuscenes)(args.data_root)
         except (ValueError, MissingDependency) as err:
             raise DriverError(str(err).splitlines()[0]) from None
     stack = backend.import_stack()
@@ -208,7 +210,7 @@ def _calibrated_model(mode, args, prepared, cache):
 def compare_modes(args, backend, cfg, float_model, files, calib_frames, loader, example):
     """Quantize, calibrate and evaluate a fresh copy per mode; write the table and calibration files."""
     main = distributed.rank() == 0
-    classes = backend.metric_columns(cfg)
+    columns = backend.metric_columns(cfg)
     prepared = dict(backend=backend, float_model=float_model, files=files, loader=loader, example=example)
     rows, sensitivities, cache, exported = [], {}, {}, set()
     for mode in args.modes:
@@ -230,12 +232,12 @@ def compare_modes(args, backend, cfg, float_model, files, calib_frames, loader, 
         if args.sensitivity and mode not in ("fp32",) + tuple(options.RUNTIME_MODES):
             sensitivities.update(layer_sensitivity(
                 model, mode, args.sensitivity, example, forward_fn(backend),
-                lambda m: _evaluate(backend, m, cfg, args, "sensitivity")[0]["mAP"]))
+                lambda m: _evaluate(backend, m, cfg, args, "sensitivity")[0][columns[0]]))
     if not main:
         return
-    table = build_table(rows, classes)
+    table = build_table(rows, columns)
     print(table)
-    run_info = dict(vars(args), calib_frames=calib_frames, classes=classes, processes=distributed.world_size())
+    run_info = dict(vars(args), calib_frames=calib_frames, columns=columns, processes=distributed.world_size())
     write_results(args.work_dir, table, rows, run_info)
     for mode, sens in sensitivities.items():
         sens.save(os.path.join(args.work_dir, f"sensitivity_{mode}.md"))

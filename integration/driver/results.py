@@ -1,5 +1,6 @@
-"""The driver's one comparison table: mode, mAP, NDS, per-class AP, ms/frame, calibration seconds, peak memory of
-calibration and evaluation (MiB: resident set on CPU, allocated tensors on CUDA; ``integration.driver.memory``)."""
+"""The driver's one comparison table: mode, the backend's metric columns, ms/frame, calibration seconds, peak
+memory of calibration and evaluation (MiB: resident set on CPU, allocated tensors on CUDA;
+``integration.driver.memory``)."""
 import json
 import os
 
@@ -7,15 +8,16 @@ from pytorch_quantization.ptq.atomic_io import atomic_write_text
 from pytorch_quantization.ptq.table import Table
 
 
-def build_table(rows, classes):
-    """``rows``: dicts with mode, mAP, NDS, class_AP, ms_per_frame, calib_s, calib_peak_mib, eval_peak_mib and
-    memory (``"rss"`` or ``"cuda"``) (None where not run)."""
+def build_table(rows, metric_columns):
+    """``rows``: dicts with mode, ms_per_frame, calib_s, calib_peak_mib, eval_peak_mib, memory (``"rss"`` or
+    ``"cuda"``) and the ``metric_columns`` (``Backend.metric_columns``; ``AP <class>`` may come from a row's
+    ``class_AP`` dict); None where not run."""
     memory = "CUDA" if rows and rows[0].get("memory") == "cuda" else "RSS"
-    columns = (["mode", "mAP", "NDS"] + [f"AP {c}" for c in classes]
-               + ["ms/frame", "calib s", f"calib peak {memory} MiB", f"eval peak {memory} MiB"])
-    table = Table(columns, title="CenterPoint PTQ comparison")
+    table = Table(["mode"] + list(metric_columns) + ["ms/frame", "calib s", f"calib peak {memory} MiB",
+                                                     f"eval peak {memory} MiB"], title="CenterPoint PTQ comparison")
     for r in rows:
-        table.add([r["mode"], r["mAP"], r["NDS"]] + [r["class_AP"].get(c) for c in classes]
+        values = dict({f"AP {c}": v for c, v in (r.get("class_AP") or {}).items()}, **r)
+        table.add([r["mode"]] + [values.get(c) for c in metric_columns]
                   + [r["ms_per_frame"], r["calib_s"], r.get("calib_peak_mib"), r.get("eval_peak_mib")])
     return table
 

@@ -230,5 +230,6 @@ def run_study(args, backend, cfg, float_model, files, calib_frames, loader, exam
         row["intervals"] = None
         if intervals is not None and row["mode"] != "fp32" and records is not None:
             row["intervals"] = {k: r.as_dict() for k, r in intervals.compare(records).items()}
-    study_report.write(args, rows, backend.metric_columns(cfg), calib_frames,
+    classes = [c[len("AP "):] for c in backend.metric_columns(cfg) if c.startswith("AP ")]
+    study_report.write(args, rows, classes, calib_frames,
                        None if baseline is None else len(baseline))

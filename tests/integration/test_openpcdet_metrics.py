@@ -25,15 +25,19 @@ def test_nuscenes_summary_missing_file(tmp_path):
         summarize_nuscenes_summary(str(tmp_path / "metrics_summary.json"), ["car"])
 
 
-def test_waymo_row_uses_level2_maph():
-    result = {"OBJECT_TYPE_TYPE_VEHICLE_LEVEL_2/APH": 0.6, "OBJECT_TYPE_TYPE_VEHICLE_LEVEL_2/AP": 0.65,
-              "OBJECT_TYPE_TYPE_PEDESTRIAN_LEVEL_2/APH": 0.5, "OBJECT_TYPE_TYPE_CYCLIST_LEVEL_2/APH": 0.4,
-              "OBJECT_TYPE_TYPE_VEHICLE_LEVEL_1/APH": 0.7}
-    row = summarize_waymo(result, ["Vehicle", "Pedestrian", "Cyclist"])
-    assert row["mAP"] == pytest.approx(0.5) and row["NDS"] is None
-    assert row["class_AP"] == {"Vehicle": 0.6, "Pedestrian": 0.5, "Cyclist": 0.4}
-    with pytest.raises(KeyError, match="LEVEL_2"):
-        summarize_waymo({"x": 1.0}, ["Vehicle"])
+def test_waymo_row_from_openpcdet_keys():
+    """Every type and level given: the row holds each class's values and the overall means over V/P/C."""
+    values = {"VEHICLE": 0.6, "PEDESTRIAN": 0.5, "SIGN": 0.9, "CYCLIST": 0.4}
+    result = {"recall/rcnn_0.3": 0.8}
+    for name, v in values.items():
+        for level, drop in ((1, 0.0), (2, 0.1)):
+            result[f"OBJECT_TYPE_TYPE_{name}_LEVEL_{level}/AP"] = v - drop + 0.05
+            result[f"OBJECT_TYPE_TYPE_{name}_LEVEL_{level}/APH"] = v - drop
+    row = summarize_waymo(result)
+    assert row["Vehicle L2 mAPH"] == pytest.approx(0.5) and row["Cyclist L1 mAP"] == pytest.approx(0.45)
+    assert row["L2 mAPH"] == pytest.approx((0.5 + 0.4 + 0.3) / 3) and row["L1 mAP"] == pytest.approx(0.55)
+    with pytest.raises(KeyError, match="LEVEL_1"):
+        summarize_waymo({"x": 1.0})
 
 
 def test_rows_make_the_driver_table(tmp_path):
@@ -42,7 +46,7 @@ def test_rows_make_the_driver_table(tmp_path):
                  calib_s=None),
             dict(mode="w8a8", mAP=0.45, NDS=None, class_AP={"Vehicle": 0.55, "Pedestrian": 0.35},
                  ms_per_frame=20.0, calib_s=3.0)]
-    table = build_table(rows, classes)
+    table = build_table(rows, ["mAP", "NDS"] + [f"AP {c}" for c in classes])
     assert table.columns == ["mode", "mAP", "NDS", "AP Vehicle", "AP Pedestrian", "ms/frame", "calib s",
                              "calib peak RSS MiB", "eval peak RSS MiB"]
     assert table.column("AP Pedestrian") == [0.4, 0.35]

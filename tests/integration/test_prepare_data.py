@@ -97,7 +97,7 @@ def test_missing_frameworks_exit_nonzero_with_install_hint(tmp_path, capsys):
         with pytest.raises(SystemExit) as exc:
             prepare_cli.main(['waymo', '--root', str(tmp_path)])
         err = capsys.readouterr().err
-        assert exc.value.code == 3 and 'pip install' in err and len(err.strip().splitlines()) == 1
+        assert exc.value.code == 3 and 'scripts/setup_waymo.sh' in err and len(err.strip().splitlines()) == 1
 
 
 # ---- --framework openpcdet: outputs, links, options (a stand-in source tree; nothing is run) --------------------

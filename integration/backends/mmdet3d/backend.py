@@ -13,9 +13,10 @@ import torch
 
 from integration.driver.errors import DriverError
 from integration.backends.mmdet3d import config as mm_config
-from integration.backends.mmdet3d.config import base_dataset_cfg, evaluator_cfg
+from integration.backends.mmdet3d.config import base_dataset_cfg, evaluator_cfg, is_waymo
 from integration.backends.mmdet3d.metrics import summarize_nuscenes
 from integration.data.nuscenes_eval import ground_truth_limited_to
+from integration.data.waymo import metric as waymo_metric
 
 __all__ = ["MMDet3DBackend"]
 
@@ -85,6 +86,22 @@ def make_eval_hook():
     return EvalProgressHook()
 
 
+def check_waymo_evaluation(evaluator, root):
+    """The Waymo metric's ground truth, its TensorFlow 2.13 environment and the proto package that formats
+    predictions must all be there before any model runs."""
+    from integration.data.waymo.protos import WaymoEnvironmentError, waymo_module
+    gt = evaluator.get("waymo_bin_file", "")
+    if not os.path.isfile(gt):
+        raise DriverError(f"--data-root: {root} has no waymo_format/gt.bin ({gt}), the validation ground truth the "
+                          f"Waymo metric reads; download it with the Waymo Open Dataset (or regenerate the synthetic "
+                          f"set: python -m integration.data.waymo --out DIR)")
+    try:
+        waymo_metric.metrics_python()
+        waymo_module("protos.metrics_pb2")
+    except WaymoEnvironmentError as err:
+        raise DriverError(str(err)) from None
+
+
 class MMDet3DBackend:
     """See the module docstring and ``integration.backends.base.Backend``."""
 
@@ -106,11 +123,16 @@ class MMDet3DBackend:
         if data_root is not None:
             mm_config.set_data_root(cfg, data_root)
         evaluator_cfg(cfg)
+        mm_config.use_waymo_op_metric(cfg)
         return cfg
 
     def check_data(self, cfg):
-        mm_config.check_info_files(cfg, cfg.get("data_root", "").rstrip("/"))
-        mm_config.fill_dataset_version(cfg)
+        root = cfg.get("data_root", "").rstrip("/")
+        mm_config.check_info_files(cfg, root)
+        if is_waymo(cfg):
+            check_waymo_evaluation(evaluator_cfg(cfg), root)
+        else:
+            mm_config.fill_dataset_version(cfg)
 
     def build_model(self, cfg, device):
         """The detector from ``cfg.model`` (with its train/test settings), in eval mode on ``device``."""
@@ -119,6 +141,13 @@ class MMDet3DBackend:
         return model.to(device).eval()
 
     def metric_columns(self, cfg):
+        """Waymo: mAPH / mAP at LEVEL_2 and LEVEL_1, overall and per class; else mAP, NDS, per-class AP."""
+        if is_waymo(cfg):
+            return list(waymo_metric.TABLE_COLUMNS)
+        return ["mAP", "NDS"] + [f"AP {c}" for c in self._classes(cfg)]
+
+    @staticmethod
+    def _classes(cfg):
         return list(cfg.get("class_names") or evaluator_cfg(cfg).get("classes") or [])
 
     def load_weights(self, model, path):
@@ -190,14 +219,19 @@ class MMDet3DBackend:
         loader = copy.deepcopy(cfg.val_dataloader)
         loader["dataset"] = copy.deepcopy(loader["dataset"])
         tokens = None
+        evaluator = copy.deepcopy(evaluator_cfg(cfg))
+        waymo = is_waymo(cfg)
         if max_eval_frames is not None and max_eval_frames < self.split_size(cfg, "val"):
             base_dataset_cfg(loader["dataset"])["indices"] = max_eval_frames
-            tokens = _first_val_tokens(cfg, max_eval_frames)
+            if waymo:
+                evaluator["restrict_to_evaluated_frames"] = True
+            else:
+                tokens = _first_val_tokens(cfg, max_eval_frames)
         hook = make_eval_hook()
         backend = "nccl" if next(model.parameters()).is_cuda else "gloo"
         runner = Runner(
             model=model, work_dir=os.path.join(work_dir, "logs", name), experiment_name=f"{name}_{time.time_ns()}",
-            test_dataloader=loader, test_cfg=dict(type="TestLoop"), test_evaluator=copy.deepcopy(evaluator_cfg(cfg)),
+            test_dataloader=loader, test_cfg=dict(type="TestLoop"), test_evaluator=evaluator,
             default_hooks=dict(logger=None, checkpoint=None), custom_hooks=[hook],
             launcher="pytorch" if distributed else "none", env_cfg=dict(dist_cfg=dict(backend=backend)), log_level="WARNING",
             default_scope="mmdet3d",
@@ -205,4 +239,6 @@ class MMDet3DBackend:
             cfg=dict(model_wrapper_cfg=dict(type="MMDistributedDataParallel", device_ids=None)))
         with ground_truth_limited_to(tokens):
             metrics = runner.test()
-        return summarize_nuscenes(metrics, self.metric_columns(cfg)), hook.ms_per_frame
+        if waymo:
+            return waymo_metric.table_row(metrics), hook.ms_per_frame
+        return summarize_nuscenes(metrics, self._classes(cfg)), hook.ms_per_frame

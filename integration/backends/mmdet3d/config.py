@@ -63,7 +63,25 @@ def evaluator_cfg(cfg):
                       "metric to compare modes with; add one (e.g. dict(type='NuScenesMetric', ...))")
 
 
-def prepare_command(root):
+WAYMO_METRICS = ("WaymoOpMetric", "WaymoMetric")
+
+
+def is_waymo(cfg):
+    """True when the config's metric is (MMDetection3D's or our) Waymo metric."""
+    return evaluator_cfg(cfg).get("type") in WAYMO_METRICS
+
+
+def use_waymo_op_metric(cfg):
+    """Replace MMDetection3D's ``WaymoMetric`` (it calls a binary no package ships) by ``WaymoOpMetric``."""
+    ev = evaluator_cfg(cfg)
+    if ev.get("type") == "WaymoMetric":
+        import integration.backends.mmdet3d.waymo_metric  # noqa: F401  registers WaymoOpMetric
+        ev["type"] = "WaymoOpMetric"
+
+
+def prepare_command(root, waymo=False):
+    if waymo:
+        return f"python integration/prepare_data.py waymo --framework mmdet3d --root {root}"
     version = "v1.0-mini" if os.path.isdir(os.path.join(root, "v1.0-mini")) else "v1.0-trainval"
     return (f"python integration/prepare_data.py nuscenes --framework mmdet3d --root {root} "
             f"--version {version}")
@@ -81,9 +99,12 @@ def check_info_files(cfg, root):
     if ev.get("ann_file"):
         needed.append(ev["ann_file"])
     missing = [p for p in needed if not os.path.isfile(p)]
+    waymo = is_waymo(cfg)
     if missing:
-        raise DriverError(f"--data-root: {root} has no {os.path.basename(missing[0])}; prepare it with: "
-                          f"{prepare_command(root)}")
+        other = " (it was converted for OpenPCDet)" if waymo and os.path.isdir(
+            os.path.join(root, "waymo_processed_data_v0_5_0")) else ""
+        raise DriverError(f"--data-root: {root} has no {os.path.relpath(missing[0], root)}{other}; prepare it with: "
+                          f"{prepare_command(root, waymo)}")
 
 
 def fill_dataset_version(cfg):

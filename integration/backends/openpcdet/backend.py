@@ -40,7 +40,9 @@ from integration.backends.openpcdet.compat import placeholders
 from integration.backends.openpcdet.compat.device import cuda_calls_to, model_device
 from integration.backends.openpcdet.compat.dist_eval import ddp_on_cpu, keep_frames, unpadded_shard_size
 from integration.backends.openpcdet.compat.frame_seed import seed_frames
+from integration.backends.openpcdet.compat import waymo_eval
 from integration.backends.openpcdet.metrics import summarize_nuscenes_summary, summarize_waymo
+from integration.data.waymo import metric as waymo_metric
 from integration.data.nuscenes_eval import ground_truth_limited_to
 from integration.driver.errors import DriverError
 
@@ -206,11 +208,11 @@ def import_eval_utils(pcdet_root):
 
 
 def summarize(cfg, result, output_dir):
-    """Row values (mAP, NDS, class_AP) of one evaluation; see ``integration.backends.openpcdet.metrics``."""
+    """Row values of one evaluation (``metric_columns``); see ``integration.backends.openpcdet.metrics``."""
     classes = list(cfg.CLASS_NAMES)
     if cfg.DATA_CONFIG.DATASET == "NuScenesDataset":
         return summarize_nuscenes_summary(os.path.join(output_dir, "metrics_summary.json"), classes)
-    return summarize_waymo(result, classes)
+    return summarize_waymo(result)
 
 
 class OpenPCDetBackend:
@@ -319,6 +321,8 @@ class OpenPCDetBackend:
             keep_frames(loader, range(max_eval_frames))
             if cfg.DATA_CONFIG.DATASET == "NuScenesDataset":
                 tokens = [info["token"] for info in dataset.infos]
+        if cfg.DATA_CONFIG.DATASET == "WaymoDataset":
+            waymo_eval.install()  # the official op in the metrics environment, fed arrays
         result_dir = Path(work_dir) / "logs" / name
         device = model_device(model)
         timer = _FrameTimer(model)
@@ -338,4 +342,6 @@ class OpenPCDetBackend:
         return values, timer.ms_per_frame
 
     def metric_columns(self, cfg):
-        return list(cfg.CLASS_NAMES)
+        if cfg.DATA_CONFIG.DATASET == "WaymoDataset":
+            return list(waymo_metric.TABLE_COLUMNS)
+        return ["mAP", "NDS"] + [f"AP {c}" for c in cfg.CLASS_NAMES]

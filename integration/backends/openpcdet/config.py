@@ -16,9 +16,8 @@ __all__ = ["locate_pcdet", "resolve_config_path", "load_config", "set_data_path"
 
 PCDET_HINT = ("OpenPCDet is needed for --framework openpcdet: clone https://github.com/open-mmlab/OpenPCDet "
               "and pass --pcdet-root <its source tree> (its CUDA ops need not be built for --device cpu)")
-WAYMO_INSTALL_HINT = ("Waymo evaluation needs waymo-open-dataset and TensorFlow, best in an environment of their "
-                      "own: pip install --prefer-binary waymo-open-dataset-tf-2-12-0==1.6.7 (see "
-                      "README.md, section 'CenterPoint PTQ through OpenPCDet')")
+WAYMO_INSTALL_HINT = ("OpenPCDet's Waymo dataset needs TensorFlow and waymo-open-dataset, and the metric its "
+                      "TensorFlow 2.13 environment: bash scripts/setup_waymo.sh")
 NUSCENES_INSTALL_HINT = "nuScenes evaluation needs the devkit: pip install nuscenes-devkit"
 
 
@@ -179,8 +178,14 @@ def check_eval_dependencies(dataset_cfg, eval_metric):
     def missing(*modules):
         return [m for m in modules if importlib.util.find_spec(m) is None]
 
-    if dataset_cfg.get("DATASET") == "WaymoDataset" and eval_metric == "waymo" \
-            and missing("tensorflow", "waymo_open_dataset"):
-        raise DriverError(WAYMO_INSTALL_HINT)
+    if dataset_cfg.get("DATASET") == "WaymoDataset" and eval_metric == "waymo":
+        from integration.data.waymo.metric import metrics_python
+        from integration.data.waymo.protos import WaymoEnvironmentError
+        if missing("tensorflow", "waymo_open_dataset"):
+            raise DriverError(WAYMO_INSTALL_HINT)
+        try:
+            metrics_python()
+        except WaymoEnvironmentError as err:
+            raise DriverError(str(err)) from None
     if dataset_cfg.get("DATASET") == "NuScenesDataset" and missing("nuscenes"):
         raise DriverError(NUSCENES_INSTALL_HINT)

@@ -4,15 +4,16 @@ same form as ``integration.driver.results.summarize_nuscenes`` gives for MMDetec
 * nuScenes: ``NuScenesDataset.evaluation`` writes nuscenes-devkit's ``metrics_summary.json`` into its
   output folder; mAP = ``mean_ap``, NDS = ``nd_score``, per-class AP = ``mean_dist_aps`` (the mean over
   the 0.5 / 1 / 2 / 4 m matching distances, as in the MMDetection3D table).
-* Waymo: the returned dict holds ``OBJECT_TYPE_TYPE_<CLASS>_LEVEL_2/APH``; mAP = the mean LEVEL_2 mAPH over
-  the config's classes (Waymo's headline metric), per-class AP = each class's LEVEL_2 mAPH, NDS = None.
+* Waymo: the returned dict holds ``OBJECT_TYPE_TYPE_<TYPE>_LEVEL_<k>/AP`` and ``/APH``
+  (``compat.waymo_eval``); the row has the same columns as MMDetection3D's Waymo row: mAPH and mAP at LEVEL_2
+  and LEVEL_1, overall (the mean over Vehicle, Pedestrian, Cyclist) and per class.
 """
 import json
 import os
 
-__all__ = ["summarize_nuscenes_summary", "summarize_waymo", "WAYMO_KEY"]
+from integration.data.waymo.metric import summarize, table_row
 
-WAYMO_KEY = "OBJECT_TYPE_TYPE_{}_LEVEL_2/APH"
+__all__ = ["summarize_nuscenes_summary", "summarize_waymo"]
 
 
 def summarize_nuscenes_summary(summary_path, classes):
@@ -26,14 +27,15 @@ def summarize_nuscenes_summary(summary_path, classes):
             "class_AP": {c: (float(per_class[c]) if c in per_class else None) for c in classes}}
 
 
-def summarize_waymo(result, classes):
-    """Row values from the dict OpenPCDet's Waymo evaluation returns."""
-    class_ap = {}
-    for c in classes:
-        key = WAYMO_KEY.format(c.upper())
-        class_ap[c] = float(result[key]) if key in result else None
-    found = [v for v in class_ap.values() if v is not None]
-    if not found:
-        raise KeyError(f"Waymo result has no {WAYMO_KEY.format('<CLASS>')} key for {classes}: "
-                       f"{sorted(result)[:5]}...")
-    return {"mAP": sum(found) / len(found), "NDS": None, "class_AP": class_ap}
+def summarize_waymo(result):
+    """The Waymo table row (``integration.data.waymo.metric.TABLE_COLUMNS``) from the dict OpenPCDet's Waymo
+    evaluation returns (keys ``OBJECT_TYPE_TYPE_<TYPE>_LEVEL_<k>/AP`` and ``/APH``)."""
+    breakdowns = {}
+    for key, value in result.items():
+        name, _, kind = key.partition("/")
+        if name.startswith("OBJECT_TYPE_") and kind in ("AP", "APH"):
+            breakdowns.setdefault(name, {})["m" + kind] = float(value)
+    try:
+        return table_row(summarize(breakdowns))
+    except KeyError as err:
+        raise KeyError(f"Waymo result has no {err} breakdown: {sorted(result)[:5]}...") from None

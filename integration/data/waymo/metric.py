@@ -2,7 +2,8 @@
 
 The official op ``py_metrics_ops.detection_metrics`` only loads under TensorFlow 2.13, so the
 evaluation runs ``metric_runner.py`` in the separate metrics environment (``.venv-waymo-metrics``,
-made by ``scripts/setup_waymo.sh``; ``WAYMO_METRICS_PYTHON`` names another interpreter) and reads
+made by ``scripts/setup_waymo.sh``; ``WAYMO_METRICS_VENV`` names another such environment, as it does for the
+set-up script, and ``WAYMO_METRICS_PYTHON`` another interpreter) and reads
 back its JSON. Inputs are ``metrics_pb2.Objects`` (a message, its bytes or a ``.bin`` path) or dicts
 of arrays (see ``metric_runner``).
 
@@ -27,12 +28,16 @@ RUNNER = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'metric_runner
 TYPES = (('Vehicle', 'TYPE_VEHICLE'), ('Pedestrian', 'TYPE_PEDESTRIAN'), ('Sign', 'TYPE_SIGN'),
          ('Cyclist', 'TYPE_CYCLIST'))
 OVERALL_TYPES = ('Vehicle', 'Pedestrian', 'Cyclist')  # MMDetection3D's and OpenPCDet's "Overall"
+LEVEL_KINDS = ('L2 mAPH', 'L2 mAP', 'L1 mAPH', 'L1 mAP')  # headline first
+#: the driver's table columns for Waymo: overall, then per class (the summary's "Overall/L2 mAPH" -> "L2 mAPH")
+TABLE_COLUMNS = list(LEVEL_KINDS) + [f'{t} {k}' for t in OVERALL_TYPES for k in LEVEL_KINDS]
 GT_KEYS, PRED_KEYS = ('boxes', 'types', 'frame_ids', 'difficulty'), ('boxes', 'types', 'frame_ids', 'scores')
 
 
 def metrics_python():
     """The metrics environment's interpreter, or a one-line error naming the set-up command."""
-    python = os.environ.get('WAYMO_METRICS_PYTHON') or os.path.join(REPO_ROOT, METRICS_VENV, 'bin', 'python')
+    venv = os.environ.get('WAYMO_METRICS_VENV') or os.path.join(REPO_ROOT, METRICS_VENV)
+    python = os.environ.get('WAYMO_METRICS_PYTHON') or os.path.join(venv, 'bin', 'python')
     if not os.path.isfile(python):
         raise WaymoEnvironmentError(f'the Waymo metrics environment is missing ({python} not found); '
                                     f'create it with `{SETUP_COMMAND}`')
@@ -113,6 +118,17 @@ def summarize(breakdowns):
             summary[f'Overall/L{level} {kind}'] = float(np.mean([summary[f'{t}/L{level} {kind}']
                                                                 for t in OVERALL_TYPES]))
     return summary
+
+
+def table_row(summary):
+    """``TABLE_COLUMNS`` -> value from a ``summarize`` dict (keys such as ``Vehicle/L2 mAPH``, maybe prefixed
+    like ``Waymo metric/Vehicle/L2 mAPH`` as mmengine reports them)."""
+    plain = {key.split('/', 1)[1] if key.count('/') == 2 else key: value for key, value in summary.items()}
+    row = {}
+    for column in TABLE_COLUMNS:
+        label, kind = ('Overall', column) if column in LEVEL_KINDS else column.split(' ', 1)
+        row[column] = float(plain[f'{label}/{kind}'])
+    return row
 
 
 def official_lines(breakdowns):
