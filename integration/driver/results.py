@@ -9,14 +9,19 @@ from pytorch_quantization.ptq.table import Table
 
 def build_table(rows, classes):
     """``rows``: dicts with mode, mAP, NDS, class_AP, ms_per_frame, calib_s, calib_peak_mib, eval_peak_mib and
-    memory (``"rss"`` or ``"cuda"``) (None where not run)."""
+    memory (``"rss"`` or ``"cuda"``) (None where not run); with ``reconstruct`` (what ``--reconstruct`` /
+    ``--bits-budget`` did to a quantized mode) and ``reconstruct_s`` (its seconds, part of calib s) in any row, two
+    more columns."""
     memory = "CUDA" if rows and rows[0].get("memory") == "cuda" else "RSS"
+    learned = any(r.get("reconstruct") for r in rows)
     columns = (["mode", "mAP", "NDS"] + [f"AP {c}" for c in classes]
-               + ["ms/frame", "calib s", f"calib peak {memory} MiB", f"eval peak {memory} MiB"])
+               + ["ms/frame", "calib s", f"calib peak {memory} MiB", f"eval peak {memory} MiB"]
+               + (["reconstruct", "of which recon s"] if learned else []))
     table = Table(columns, title="CenterPoint PTQ comparison")
     for r in rows:
         table.add([r["mode"], r["mAP"], r["NDS"]] + [r["class_AP"].get(c) for c in classes]
-                  + [r["ms_per_frame"], r["calib_s"], r.get("calib_peak_mib"), r.get("eval_peak_mib")])
+                  + [r["ms_per_frame"], r["calib_s"], r.get("calib_peak_mib"), r.get("eval_peak_mib")]
+                  + ([r.get("reconstruct"), r.get("reconstruct_s")] if learned else []))
     return table
 
 
