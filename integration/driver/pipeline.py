@@ -232,14 +232,15 @@ def compare_modes(args, backend, cfg, float_model, files, calib_frames, loader, 
             dense_runtime.export_mode(backend, model, example, forward_fn(backend), args.export_onnx, preset)
             exported.add(preset)
         extra = {}
-        if mode in options.RUNTIME_MODES:
-            model, extra = dense_runtime.onnxruntime_model(backend, model, float_model, example, forward_fn(backend))
-        with PeakMemory(args.device) as eval_peak:
-            values, ms = _evaluate(backend, model, cfg, args, mode)
         if preset != "fp32":
             learned_here = metadata is not None and files.get(mode) is None  # not a reused file, not the cache
-            extra.update(reconstruct=reconstruction.label(args),
+            extra.update(reconstruct=reconstruction.label(args, model),
                          reconstruct_s=metadata.get("reconstruct_s") if learned_here else None)
+        if mode in options.RUNTIME_MODES:
+            model, info = dense_runtime.onnxruntime_model(backend, model, float_model, example, forward_fn(backend))
+            extra.update(info)
+        with PeakMemory(args.device) as eval_peak:
+            values, ms = _evaluate(backend, model, cfg, args, mode)
         rows.append(dict(mode=mode, **values, ms_per_frame=ms, calib_s=calib_s,
                          calib_peak_mib=calib_mib, eval_peak_mib=eval_peak.mib,
                          memory=eval_peak.kind, **extra))

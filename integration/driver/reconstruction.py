@@ -13,10 +13,10 @@ from integration.driver.errors import DriverError
 __all__ = ["apply", "replay", "label", "reconstructable"]
 
 
-def label(args):
-    """What the table's ``reconstruct`` column says for a quantized mode of this run (None: nothing used)."""
+def label(args, model):
+    """What the table's ``reconstruct`` column says for the quantized ``model`` of this run (None: nothing used)."""
     parts = []
-    if args.reconstruct is not None:
+    if args.reconstruct is not None and reconstructable(model):
         parts.append(f"{args.reconstruct} x{args.reconstruct_iters}" + (" +task" if args.task_loss else ""))
     if args.bits_budget is not None:
         parts.append(f"budget {args.bits_budget:g} bits")
