@@ -125,8 +125,8 @@ def quantize_and_calibrate(float_model, mode, args, calib_file, loader, example,
         if getattr(table, "choices", None):  # --calib-method auto: the choice per quantizer
             metadata["auto_choices"] = table.choices
         if args.reconstruct is not None or args.bits_budget is not None:
-            added, seconds = reconstruction.apply(model, float_ref, mode, args, loader, example, forward, backend)
-            metadata.update(added, reconstruct_s=round(seconds, 3))
+            learned, seconds = reconstruction.apply(model, float_ref, mode, args, loader, example, forward, backend)
+            metadata.update(learned, reconstruct_s=round(seconds, 3))
     return model, time.perf_counter() - start, metadata
 
 

@@ -81,3 +81,18 @@ def test_bad_reconstruction_options(capsys, tmp_path, micro_state, args, match):
 def test_budget_below_the_mode_bits_is_a_one_line_error(capsys, tmp_path, data_root, micro_state):  # noqa: F811
     expect_error(capsys, tmp_path, "--config", MICRO, "--checkpoint", micro_state[0], "--data-root", data_root,
                  "--modes", "w8", "--calib-batches", 1, "--bits-budget", 4, match="--bits-budget: mode w8: budget 4")
+
+
+def test_file_written_before_the_reconstruction_options_counts_as_made_without_them():
+    """A driver file from before these options has none of their keys: it fits a plain run only."""
+    from integration.driver import calib_files, options
+    from integration.driver.errors import DriverError
+    plain = options.build_parser().parse_args([])
+    old = {k: v for k, v in calib_files.run_settings(plain).items()
+           if k not in ("reconstruct", "reconstruct_iters", "task_loss", "bits_budget")}
+    calib_files.check_settings("f.json", "w4", dict(old, mode="w4"), plain)
+    learned = options.build_parser().parse_args(["--reconstruct", "adaround", "--bits-budget", "5"])
+    with pytest.raises(DriverError) as err:
+        calib_files.check_settings("f.json", "w4", dict(old, mode="w4"), learned)
+    assert "--reconstruct None (this run: 'adaround')" in str(err.value)
+    assert "--bits-budget None (this run: 5.0)" in str(err.value)
