@@ -2,11 +2,12 @@
 
 One signature per method; the driver calls them in this order: ``import_stack`` -> ``load_config`` ->
 ``check_data`` -> ``build_model`` -> ``load_weights`` -> ``split_size`` / ``calibration_loader`` -> (per mode)
-``calibration_forward`` (through ``ptq.calibrate`` / ``fold_batchnorm`` / ``sensitivity``) -> ``evaluate``, and
+``calibration_forward`` (through ``ptq.calibrate`` / ``fold_batchnorm`` / ``sensitivity`` / ``reconstruct``, with
+``task_loss_fn`` under ``--task-loss``) -> ``evaluate``, and
 ``metric_columns`` for the table. Errors meant for the user are ``integration.driver.errors.DriverError``.
 Under ``--launcher pytorch`` the driver has made the default process group before ``load_config``.
 """
-from typing import Any, Dict, Iterable, List, Optional, Protocol, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Protocol, Tuple
 
 import torch
 
@@ -48,6 +49,10 @@ class Backend(Protocol):
 
     def calibration_forward(self, model: torch.nn.Module, batch: Any) -> Any:
         """Run every module a quantizer sits in on ``batch`` (no box decoding / NMS)."""
+
+    def task_loss_fn(self) -> Callable[[Any, Any], torch.Tensor]:
+        """``loss(quant output, float output)`` of ``calibration_forward`` outputs for ``--reconstruct --task-loss``
+        (``ptq.reconstruct(loss="task")``): a scalar that is 0 when the two agree at the float model's detections."""
 
     def evaluate(self, model: torch.nn.Module, cfg: Any, work_dir: str, name: str,
                  max_eval_frames: Optional[int], distributed: bool) -> Tuple[RowValues, float]:

@@ -17,9 +17,13 @@ __all__ = ["CALIB_SETTINGS", "calib_file_name", "calib_file_for", "plan_files", 
            "check_settings"]
 
 #: options whose values a calibration depends on (besides the model); checked when a file is reused
-CALIB_SETTINGS = ("calib_method", "percentile", "skip_zeros", "seed", "fold_bn", "skip_layers")
+CALIB_SETTINGS = ("calib_method", "percentile", "skip_zeros", "seed", "fold_bn", "skip_layers", "reconstruct",
+                  "reconstruct_iters", "task_loss", "bits_budget")
+#: settings added with reconstruction: a driver file written before them was made with these values
+_LATER_DEFAULTS = {"reconstruct": None, "reconstruct_iters": 100, "task_loss": False, "bits_budget": None}
 _OPTION = {"calib_method": "--calib-method", "percentile": "--percentile", "skip_zeros": "--skip-zeros",
-           "seed": "--seed", "fold_bn": "--fold-bn", "skip_layers": "--skip-layers"}
+           "seed": "--seed", "fold_bn": "--fold-bn", "skip_layers": "--skip-layers", "reconstruct": "--reconstruct",
+           "reconstruct_iters": "--reconstruct-iters", "task_loss": "--task-loss", "bits_budget": "--bits-budget"}
 
 
 def calib_file_name(mode):
@@ -47,7 +51,9 @@ def plan_files(args):
 def run_settings(args):
     """This run's values of ``CALIB_SETTINGS``, as stored in a calibration file."""
     return {"calib_method": args.calib_method, "percentile": args.percentile, "skip_zeros": args.skip_zeros,
-            "seed": args.seed, "fold_bn": args.fold_bn, "skip_layers": list(args.skip_layers)}
+            "seed": args.seed, "fold_bn": args.fold_bn, "skip_layers": list(args.skip_layers),
+            "reconstruct": args.reconstruct, "reconstruct_iters": args.reconstruct_iters, "task_loss": args.task_loss,
+            "bits_budget": args.bits_budget}
 
 
 def _amax_ok(amax):
@@ -92,6 +98,8 @@ def check_settings(path, mode, metadata, args):
     if metadata.get("mode", mode) != mode:
         raise DriverError(f"--calib-file: {path} was calibrated for mode {metadata['mode']}, not {mode}")
     ours = run_settings(args)
+    if "calib_method" in metadata:  # a driver file: settings it predates had their defaults
+        metadata = dict(_LATER_DEFAULTS, **metadata)
     differ = [f"{_OPTION[k]} {metadata[k]!r} (this run: {ours[k]!r})" for k in CALIB_SETTINGS
               if k in metadata and metadata[k] != ours[k]]
     if differ:

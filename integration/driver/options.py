@@ -5,6 +5,7 @@ import importlib.util
 import os
 
 from pytorch_quantization.ptq.config import CALIB_METHODS, PRESETS
+from pytorch_quantization.ptq.reconstruct import METHODS as RECONSTRUCT_METHODS
 from integration.driver.errors import DriverError
 
 FRAMEWORKS = ("mmdet3d", "openpcdet")
@@ -82,6 +83,18 @@ def build_parser():
                         "with io.json (input/output names and shapes); checked with onnx.checker")
     p.add_argument("--max-eval-frames", type=int, default=None,
                    help="evaluate only the first N val frames (ground truth restricted to them)")
+    p.add_argument("--reconstruct", default=None, metavar="|".join(RECONSTRUCT_METHODS),
+                   help="after calibration, learn each quantized mode's weight rounding on the calibration frames "
+                        "(ptq.reconstruct: adaround per layer, brecq per block, qdrop = brecq with dropped "
+                        "activation quantization); the calibration file stores the learned weights")
+    p.add_argument("--reconstruct-iters", type=int, default=100, metavar="N",
+                   help="optimisation steps per layer / block of --reconstruct (default 100)")
+    p.add_argument("--task-loss", action="store_true",
+                   help="with --reconstruct: add the backend's task-guided loss (CenterPoint heatmap peaks and "
+                        "their box regression, float vs quantized model)")
+    p.add_argument("--bits-budget", type=float, default=None, metavar="B",
+                   help="mixed precision: promote the most sensitive layers (proxy sensitivity ranking) to 8-bit "
+                        "weights while the average weight bits stay within B (e.g. 5 for a w4 mode)")
     return p
 
 
@@ -121,6 +134,7 @@ def check_args(args):
     if not 0.0 < args.percentile <= 100.0:
         raise DriverError(f"--percentile must lie in (0, 100], got {args.percentile}")
     check_study_args(args)
+    check_reconstruct_args(args)
     _positive(args.calib_batches, "--calib-batches")
     _positive(args.max_eval_frames, "--max-eval-frames")
     if args.launcher not in ("none", "pytorch"):
@@ -152,6 +166,28 @@ def check_args(args):
 
 
 SENSITIVITY = ("proxy", "full", "both")
+
+
+def check_reconstruct_args(args):
+    """``--reconstruct``, ``--reconstruct-iters``, ``--task-loss`` and ``--bits-budget``."""
+    if args.reconstruct is not None and args.reconstruct not in RECONSTRUCT_METHODS:
+        raise DriverError(f"--reconstruct: unknown method {args.reconstruct!r}; choose from "
+                          f"{', '.join(RECONSTRUCT_METHODS)}")
+    if args.reconstruct_iters < 1:
+        raise DriverError(f"--reconstruct-iters must be a positive integer, got {args.reconstruct_iters}")
+    if args.task_loss and args.reconstruct is None:
+        raise DriverError("--task-loss is a loss of --reconstruct; add --reconstruct adaround|brecq|qdrop")
+    if args.bits_budget is not None and not args.bits_budget > 0:
+        raise DriverError(f"--bits-budget must be a positive number of average weight bits, got {args.bits_budget}")
+    used = [flag for flag, on in (("--reconstruct", args.reconstruct is not None),
+                                  ("--bits-budget", args.bits_budget is not None)) if on]
+    if not used:
+        return
+    if all(m == "fp32" for m in args.modes):
+        raise DriverError(f"{' and '.join(used)} need a quantized mode; add one to --modes (e.g. fp32,w4)")
+    if args.study or args.launcher != "none":
+        raise DriverError(f"{' and '.join(used)} run in a normal single-process run (every process would learn "
+                          f"its own weights); drop --study / --launcher")
 
 
 def check_study_args(args):

@@ -24,17 +24,19 @@ import time
 from integration import backends
 from integration.data.prepare import MissingDependency, ensure_synthetic_nuscenes
 from integration.data.prepare_waymo import ensure_synthetic_waymo
-from integration.driver import calib_files, dense_runtime, distributed, options
+from integration.driver import calib_files, dense_runtime, distributed, options, reconstruction
 from integration.driver.errors import DriverError
 from integration.driver.lock import work_dir_lock
 from integration.driver.memory import PeakMemory
 from integration.driver.results import build_table, write_results
 from integration.driver.sensitivity import layer_sensitivity
+from pytorch_quantization.ptq.weight_payload import sidecar_path
 
 __all__ = ["run", "prepare", "compare_modes", "quantize", "quantize_and_calibrate", "STALE_PATTERNS"]
 
 #: outputs of an earlier run in the work dir, removed when a run starts (calibration files it reuses are kept)
-STALE_PATTERNS = ("results.md", "results.json", "results.csv", "study_*.png", "sensitivity_*.md", "calib_*.json")
+STALE_PATTERNS = ("results.md", "results.json", "results.csv", "study_*.png", "sensitivity_*.md", "calib_*.json",
+                  "calib_*.weights.pt")
 
 
 def sparse_bias(model):
@@ -73,10 +75,12 @@ def has_activation_quantizers(model):
 
 
 def _load_calibration(model, mode, path, args):
-    """Load a checked calibration file into ``model``; returns the file's metadata."""
+    """Load a checked calibration file into ``model`` (after replaying its mixed precision); returns the file's
+    metadata."""
     from pytorch_quantization import ptq
     doc_metadata = calib_files.check_file(path).get("metadata", {})
     calib_files.check_settings(path, mode, doc_metadata, args)
+    reconstruction.replay(model, mode, doc_metadata, args)
     try:
         return ptq.load_calibration(model, path)
     except (ValueError, KeyError, TypeError) as err:
@@ -96,7 +100,9 @@ def quantize_and_calibrate(float_model, mode, args, calib_file, loader, example,
     """``(model, calibration seconds, metadata to save)`` for ``mode``: a quantized copy of ``float_model``.
 
     Weight-only modes need no data (weight amax comes from the tensors): one batch is passed only because
-    ``calibrate`` requires one. A reused file's metadata is kept as it is (it describes its amaxes).
+    ``calibrate`` requires one. A reused file's metadata is kept as it is (it describes its amaxes). With
+    ``--bits-budget`` / ``--reconstruct`` (``driver/reconstruction.py``) the seconds they took are in the
+    metadata's ``reconstruct_s``.
     """
     from pytorch_quantization import ptq
     model = copy.deepcopy(float_model)
@@ -105,6 +111,7 @@ def quantize_and_calibrate(float_model, mode, args, calib_file, loader, example,
         ptq.fold_batchnorm(model, example, forward_fn=forward)
     if mode == "fp32":
         return model, None, None
+    float_ref = copy.deepcopy(model) if args.reconstruct is not None and calib_file is None else None
     layers, adds = quantize(model, mode, args.skip_layers or None)
     added = adds.column("status").count("residual add quantized")
     print(f"quantized {len(layers.swapped)} layers ({len(layers.left)} left float) and {added} residual adds")
@@ -118,6 +125,9 @@ def quantize_and_calibrate(float_model, mode, args, calib_file, loader, example,
         metadata = dict(calib_files.run_settings(args), mode=mode, config=config, framework=args.framework)
         if getattr(table, "choices", None):  # --calib-method auto: the choice per quantizer
             metadata["auto_choices"] = table.choices
+        if args.reconstruct is not None or args.bits_budget is not None:
+            learned, seconds = reconstruction.apply(model, float_ref, mode, args, loader, example, forward, backend)
+            metadata.update(learned, reconstruct_s=round(seconds, 3))
     return model, time.perf_counter() - start, metadata
 
 
@@ -177,6 +187,7 @@ def prepare(args, backend, plan_files=calib_files.plan_files):
 def remove_stale_outputs(work_dir, keep):
     """Delete earlier runs' outputs (``STALE_PATTERNS``) in ``work_dir`` except the files in ``keep``."""
     keep = {os.path.realpath(p) for p in keep if p}
+    keep |= {sidecar_path(p) for p in keep}  # a reused file's learned weights
     for pattern in STALE_PATTERNS:
         for path in glob.glob(os.path.join(work_dir, pattern)):
             if os.path.realpath(path) not in keep:
@@ -189,12 +200,13 @@ def _evaluate(backend, model, cfg, args, name):
 
 
 def _calibrated_model(mode, args, prepared, cache):
-    """``(model, calib seconds, peak memory MiB)`` of ``mode``'s preset: calibrated here (its file saved) or, for a
-    preset an earlier mode of this run already calibrated (``w8a8`` then ``w8a8-ort``), that same model."""
+    """``(model, calib seconds, peak memory MiB, metadata)`` of ``mode``'s preset: calibrated here (its file saved)
+    or, for a preset an earlier mode of this run already calibrated (``w8a8`` then ``w8a8-ort``), that same model
+    (metadata None)."""
     from pytorch_quantization import ptq
     preset = options.preset_of(mode)
     if preset in cache:
-        return cache[preset], None, None
+        return cache[preset], None, None, None
     with PeakMemory(args.device) as peak:
         model, calib_s, metadata = quantize_and_calibrate(
             prepared["float_model"], preset, args, prepared["files"].get(mode), prepared["loader"],
@@ -204,7 +216,7 @@ def _calibrated_model(mode, args, prepared, cache):
                              metadata=metadata)
     if any(options.preset_of(m) == preset and m != mode for m in args.modes):
         cache[preset] = model
-    return model, calib_s, peak.mib if calib_s is not None else None
+    return model, calib_s, peak.mib if calib_s is not None else None, metadata
 
 
 def compare_modes(args, backend, cfg, float_model, files, calib_frames, loader, example):
@@ -216,14 +228,19 @@ def compare_modes(args, backend, cfg, float_model, files, calib_frames, loader, 
     for mode in args.modes:
         if main:
             print(f"== {mode} ==")
-        model, calib_s, calib_mib = _calibrated_model(mode, args, prepared, cache)
+        model, calib_s, calib_mib, metadata = _calibrated_model(mode, args, prepared, cache)
         preset = options.preset_of(mode)
         if args.export_onnx and main and preset in ("fp32", "w8", "w8a8") and preset not in exported:
             dense_runtime.export_mode(backend, model, example, forward_fn(backend), args.export_onnx, preset)
             exported.add(preset)
         extra = {}
+        if preset != "fp32":
+            learned_here = metadata is not None and files.get(mode) is None  # not a reused file, not the cache
+            extra.update(reconstruct=reconstruction.label(args, model),
+                         reconstruct_s=metadata.get("reconstruct_s") if learned_here else None)
         if mode in options.RUNTIME_MODES:
-            model, extra = dense_runtime.onnxruntime_model(backend, model, float_model, example, forward_fn(backend))
+            model, info = dense_runtime.onnxruntime_model(backend, model, float_model, example, forward_fn(backend))
+            extra.update(info)
         with PeakMemory(args.device) as eval_peak:
             values, ms = _evaluate(backend, model, cfg, args, mode)
         rows.append(dict(mode=mode, **values, ms_per_frame=ms, calib_s=calib_s,

@@ -18,7 +18,7 @@ import torch
 from pytorch_quantization import _reference
 from pytorch_quantization.ptq.atomic_io import atomic_write
 
-__all__ = ["MARK", "weight_grid", "integer_weight", "write_integer_weight", "save_weights", "read_weights", "apply_weights"]
+__all__ = ["MARK", "weight_grid", "integer_weight", "write_integer_weight", "sidecar_path", "save_weights", "read_weights", "apply_weights"]
 
 #: attribute set on a weight quantizer whose rounding was learned (value: the method name)
 MARK = "learned_rounding"
@@ -65,7 +65,8 @@ def write_integer_weight(layer, quantizer, q):
         layer.weight.copy_(value.to(layer.weight.dtype))
 
 
-def _sidecar(json_path):
+def sidecar_path(json_path):
+    """The learned-weights side-car of calibration file ``json_path``."""
     root, _ = os.path.splitext(os.fspath(json_path))
     return root + ".weights.pt"
 
@@ -84,7 +85,7 @@ def save_weights(refs, json_path):
     buffer = io.BytesIO()
     torch.save({"format": _FORMAT, "layers": layers}, buffer)
     payload = buffer.getvalue()
-    path = _sidecar(json_path)
+    path = sidecar_path(json_path)
     atomic_write(path, lambda f: f.write(payload))
     return {"file": os.path.basename(path), "sha256": hashlib.sha256(payload).hexdigest(), "layers": sorted(layers)}
 

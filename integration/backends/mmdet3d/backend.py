@@ -209,6 +209,12 @@ class MMDet3DBackend:
         _, pts_feats = model.extract_feat(data["inputs"], metas)
         return model.pts_bbox_head(pts_feats)
 
+    @staticmethod
+    def task_loss_fn():
+        """``ptq.centerpoint_task_loss`` on ``calibration_forward``'s head outputs (MMDetection3D ``CenterHead``: a list per task of dicts with ``heatmap``)."""
+        from pytorch_quantization.ptq import centerpoint_task_loss
+        return centerpoint_task_loss
+
     def evaluate(self, model, cfg, work_dir, name, max_eval_frames, distributed):
         """Run mmengine's TestLoop on the val split with the config's metric.
 

@@ -307,6 +307,12 @@ class OpenPCDetBackend:
 
     calibration_forward = staticmethod(calibration_forward)
 
+    @staticmethod
+    def task_loss_fn():
+        """``ptq.centerpoint_task_loss`` on ``calibration_forward``'s head outputs (OpenPCDet ``CenterHead`` branches: dicts with ``hm``)."""
+        from pytorch_quantization.ptq import centerpoint_task_loss
+        return centerpoint_task_loss
+
     def evaluate(self, model, cfg, work_dir, name, max_eval_frames, distributed):
         """``eval_one_epoch`` over the val split (its first ``max_eval_frames`` frames when given).
 
