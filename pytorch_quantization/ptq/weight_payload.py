@@ -18,7 +18,8 @@ import torch
 from pytorch_quantization import _reference
 from pytorch_quantization.ptq.atomic_io import atomic_write
 
-__all__ = ["MARK", "weight_grid", "integer_weight", "write_integer_weight", "sidecar_path", "save_weights", "read_weights", "apply_weights"]
+__all__ = ["MARK", "weight_grid", "integer_weight", "write_integer_weight", "sidecar_path", "save_weights", "read_weights",
+           "apply_weights"]
 
 #: attribute set on a weight quantizer whose rounding was learned (value: the method name)
 MARK = "learned_rounding"
