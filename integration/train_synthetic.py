@@ -2,6 +2,7 @@
 
     python integration/train_synthetic.py [--dataset nuscenes|waymo] [--config CFG] [--data-root DIR]
                                           [--work-dir DIR] [--max-iters N] [--seed S] [--output PTH]
+                                          [--load-from PTH] [--save-every N]
 
 ``--dataset waymo`` defaults to the synthetic Waymo config, data root and checkpoint path of
 ``centerpoint_ptq.py --dataset waymo`` (generate and convert the data first, e.g. by running that once).
@@ -35,6 +36,9 @@ def build_parser():
     p.add_argument("--load-from", default=None,
                    help="start from these weights (e.g. the committed checkpoint) instead of a fresh init")
     p.add_argument("--output", default=None, help="where the fp16 state_dict goes (default: the committed path)")
+    p.add_argument("--save-every", type=int, default=None, metavar="N",
+                   help="also write --output every N iterations (a long CPU run can be stopped and continued "
+                        "with --load-from --output)")
     return p
 
 
@@ -77,10 +81,25 @@ def save_weights(model, path):
     atomic_write(path, lambda f: torch.save(state, f))
 
 
+def _periodic_save_hook(path, every):
+    """An mmengine hook (instance) writing ``save_weights(model, path)`` after every ``every``-th iteration."""
+    from mmengine.hooks import Hook
+
+    class PeriodicWeights(Hook):
+        def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+            if self.every_n_train_iters(runner, every):
+                save_weights(runner.model, path)
+                runner.logger.info(f"iteration {runner.iter + 1}: wrote {path}")
+
+    return PeriodicWeights()
+
+
 def train(args):
     fill_defaults(args)
-    if args.max_iters is not None and args.max_iters < 1:
-        raise DriverError(f"--max-iters must be a positive integer, got {args.max_iters}")
+    for name in ("max_iters", "save_every"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise DriverError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
     from integration.backends.mmdet3d.backend import MMDet3DBackend
     MMDet3DBackend().import_stack()
     from mmengine.runner import Runner
@@ -97,6 +116,8 @@ def train(args):
     # Validation happens separately (centerpoint_ptq.py --modes fp32): the nuScenes metric is slow.
     cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None
     runner = Runner.from_cfg(cfg)
+    if args.save_every is not None:
+        runner.register_hook(_periodic_save_hook(args.output, args.save_every), priority="LOW")
     runner.train()
     save_weights(runner.model, args.output)
     print(f"wrote {args.output}")

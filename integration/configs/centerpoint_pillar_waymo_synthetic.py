@@ -45,9 +45,26 @@ model = dict(
     test_cfg=dict(
         pts=dict(out_size_factor=out_size_factor, voxel_size=voxel_size[:2])))
 
+# The synthetic streets are straight and the ego drives along them, so in the vehicle frame every object
+# faces 0, pi or +-pi/2 up to a little noise. A small rotation range (+-0.1 rad instead of the real
+# config's +-45 degrees) lets this CPU-sized model learn headings precise enough for IoU 0.7 in the
+# iterations a CPU affords; the real-data config keeps the full range.
+train_pipeline = [
+    {{_base_.load_points}},
+    dict(type='LoadAnnotations3D', with_bbox_3d=True, with_label_3d=True),
+    dict(type='RandomFlip3D', sync_2d=False, flip_ratio_bev_horizontal=0.5,
+         flip_ratio_bev_vertical=0.5),
+    dict(type='GlobalRotScaleTrans', rot_range=[-0.1, 0.1],
+         scale_ratio_range=[0.95, 1.05]),
+    dict(type='PointsRangeFilter', point_cloud_range=point_cloud_range),
+    dict(type='ObjectRangeFilter', point_cloud_range=point_cloud_range),
+    dict(type='ZeroVelocity'),
+    dict(type='PointShuffle'),
+    dict(type='Pack3DDetInputs', keys=['points', 'gt_bboxes_3d', 'gt_labels_3d'])
+]
 train_dataloader = dict(
     batch_size=2, num_workers=0, persistent_workers=False,
-    dataset=dict(data_root=data_root))
+    dataset=dict(data_root=data_root, pipeline=train_pipeline))
 val_dataloader = dict(
     num_workers=0, persistent_workers=False, dataset=dict(data_root=data_root))
 test_dataloader = val_dataloader

@@ -249,13 +249,25 @@ def test_committed_checkpoint_fits_the_tiny_config():
 def test_train_synthetic_writes_float16_weights_that_load(data_root, tmp_path):
     out = tmp_path / "trained.pth"
     rc = train_synthetic.main(["--config", MICRO, "--data-root", data_root, "--work-dir", str(tmp_path / "work"),
-                               "--max-iters", "2", "--output", str(out)])
+                               "--max-iters", "3", "--save-every", "2", "--output", str(out)])
     assert rc == 0
+    logs = "".join(p.read_text() for p in (tmp_path / "work").rglob("*.log"))
+    # the periodic write happened after iteration 2 only (3 is not a multiple of 2), then the final one
+    assert f"iteration 2: wrote {out}" in logs and "iteration 3: wrote" not in logs
     state = torch.load(out, map_location="cpu", weights_only=True)
     floats = [v for v in state.values() if v.is_floating_point()]
     assert floats and all(v.dtype == torch.float16 and torch.isfinite(v).all() for v in floats)
     model = MMDet3DBackend().build_model(load_config(MICRO), "cpu")
     assert MMDet3DBackend().load_weights(model, str(out)) == len(model.state_dict())
+
+
+@pytest.mark.parametrize("flag", ["--max-iters", "--save-every"])
+def test_train_synthetic_refuses_a_non_positive_count(data_root, tmp_path, capsys, flag):
+    rc = train_synthetic.main(["--config", MICRO, "--data-root", data_root, "--work-dir", str(tmp_path / "work"),
+                               flag, "0", "--output", str(tmp_path / "out.pth")])
+    assert rc == 2
+    assert f"{flag} must be a positive integer, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "out.pth").exists()
 
 
 @pytest.mark.parametrize("extra,match", [
