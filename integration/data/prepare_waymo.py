@@ -13,6 +13,7 @@ payloads), a root already converted for the other framework. ``prepare_waymo_mmd
 ``ensure_synthetic_waymo`` generates and converts the driver's default synthetic set once.
 """
 import glob
+import json
 import os
 import shutil
 import subprocess
@@ -105,16 +106,23 @@ def _check_converted(kitti):
 
 def ensure_synthetic_waymo(root, log=print):
     """Generate (once) and convert for MMDetection3D (once) the synthetic Waymo set under ``root``."""
-    from integration.data.waymo.generate import MANIFEST, generate
+    from integration.data.waymo.generate import GENERATOR_VERSION, MANIFEST, generate
     from integration.data.waymo.protos import WaymoEnvironmentError
-    if not os.path.isfile(os.path.join(root, MANIFEST)):
-        if os.path.isdir(root) and os.listdir(root):
-            raise ValueError(f'{root} exists but holds no synthetic Waymo set ({MANIFEST}); remove it to regenerate, '
-                             f'or pass --data-root')
+    manifest = os.path.join(root, MANIFEST)
+    if os.path.isfile(manifest):
+        with open(manifest, encoding='utf-8') as f:
+            found = json.load(f).get('generator_version', 1)
+        if found != GENERATOR_VERSION:
+            raise ValueError(f'{root} holds an older synthetic Waymo set (generator version {found}, this version '
+                             f'makes {GENERATOR_VERSION}); remove {root} to regenerate it, or pass --data-root')
+    elif os.path.isdir(root) and os.listdir(root):
+        raise ValueError(f'{root} exists but holds no synthetic Waymo set ({MANIFEST}); remove it to regenerate, '
+                         f'or pass --data-root')
+    else:
         log(f'generating the synthetic Waymo-format dataset in {root} (once)')
         try:
-            generate(root, SYNTHETIC['segments'], SYNTHETIC['frames'], SYNTHETIC['val_segments'], SYNTHETIC['seed'],
-                     SYNTHETIC['columns'], log=log)
+            generate(root, SYNTHETIC['segments'], SYNTHETIC['frames'], SYNTHETIC['val_segments'],
+                     SYNTHETIC['seed'], SYNTHETIC['columns'], log=log)
         except WaymoEnvironmentError as err:
             raise MissingDependency(str(err)) from None
     if not os.path.isfile(os.path.join(root, 'kitti_format', 'waymo_infos_val.pkl')):

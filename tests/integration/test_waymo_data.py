@@ -223,3 +223,33 @@ def test_generation_is_reproducible(tmp_path):
     assert len(names) == 8  # 2 x 2 tfrecords, gt.bin, two ImageSets lists, the manifest
     match, mismatch, errors = filecmp.cmpfiles(roots[0], roots[1], names, shallow=False)
     assert (mismatch, errors) == ([], [])
+
+
+def test_vehicles_and_cycles_show_a_lower_front():
+    """Points on a vehicle or cycle respect its front profile: nothing in the front part of the box rises
+    above the front height, while the rear part does (so a heading and its reverse look different);
+    pedestrians stay plain boxes. Checked in each box's own frame, independently of the ray caster."""
+    from integration.data.waymo.simulate import (FRONT_HEIGHT_FRACTION, FRONT_LENGTH_FRACTION, TYPE_CYCLIST,
+                                                 TYPE_PEDESTRIAN, TYPE_VEHICLE, SegmentSimulator)
+    sim = SegmentSimulator(SEED, 0, FRAMES, 1024, 64)
+    frame = sim.frame(0)
+    points = np.concatenate([r.points for r in frame.returns])
+    rear_above = {TYPE_VEHICLE: 0, TYPE_CYCLIST: 0, TYPE_PEDESTRIAN: 0}
+    front_above = dict(rear_above)
+    for box, kind in zip(frame.labels.boxes, frame.labels.types):
+        if kind not in rear_above:
+            continue
+        (x, y, z, length, width, height, heading) = box
+        c, s = np.cos(heading), np.sin(heading)
+        rel = points - np.array([x, y, z])
+        local = np.stack([rel[:, 0] * c + rel[:, 1] * s, -rel[:, 0] * s + rel[:, 1] * c, rel[:, 2]], axis=1)
+        inside = (np.abs(local[:, 0]) <= length / 2) & (np.abs(local[:, 1]) <= width / 2) & (
+            np.abs(local[:, 2]) <= height / 2)
+        local = local[inside]
+        above = local[:, 2] > -height / 2 + FRONT_HEIGHT_FRACTION * height
+        front = local[:, 0] > length / 2 - FRONT_LENGTH_FRACTION * length
+        front_above[kind] += int((above & front).sum())
+        rear_above[kind] += int((above & ~front).sum())
+    assert front_above[TYPE_VEHICLE] == 0 and front_above[TYPE_CYCLIST] == 0
+    assert rear_above[TYPE_VEHICLE] > 0 and rear_above[TYPE_CYCLIST] > 0
+    assert front_above[TYPE_PEDESTRIAN] > 0  # plain boxes: points anywhere up to the full height

@@ -205,6 +205,23 @@ def test_prepare_refuses_an_openpcdet_root_for_mmdet3d(tmp_path):
     assert proc.returncode == 2 and "converted for openpcdet" in proc.stderr
 
 
+def test_synthetic_set_of_an_older_generator_is_refused(data_root, tmp_path):
+    from integration.data.prepare_waymo import ensure_synthetic_waymo
+    from integration.data.waymo.generate import GENERATOR_VERSION, MANIFEST
+    with open(os.path.join(data_root, MANIFEST)) as f:
+        manifest = json.load(f)
+    assert manifest["generator_version"] == GENERATOR_VERSION
+    ensure_synthetic_waymo(data_root, log=lambda *_: None)  # current and converted: nothing to do, no error
+    old = tmp_path / "old"
+    old.mkdir()
+    del manifest["generator_version"]  # as written before versions were recorded
+    (old / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match=f"older synthetic Waymo set \\(generator version 1, this version makes "
+                                         f"{GENERATOR_VERSION}\\); remove .*old to regenerate"):
+        ensure_synthetic_waymo(str(old), log=lambda *_: None)
+    assert sorted(p.name for p in old.iterdir()) == [MANIFEST]
+
+
 def test_committed_checkpoint_fits_the_synthetic_config():
     from integration.backends.mmdet3d.backend import MMDet3DBackend
     from integration.driver import options

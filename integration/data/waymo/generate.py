@@ -28,6 +28,8 @@ from .simulate import SegmentSimulator
 from .tfrecord import write_records
 
 MANIFEST = 'synthetic_waymo.json'
+# bumped when the same arguments generate different data; 2: vehicles and cycles ray-cast with a lower front
+GENERATOR_VERSION = 2
 
 
 def _int_arg(name, value, low):
@@ -119,7 +121,7 @@ def _write_all(root, segments, frames, val_segments, seed, columns, rows, metric
     atomic_write(os.path.join(root, 'waymo_format', 'gt.bin'), lambda f: f.write(gt.SerializeToString()))
     for split, listing in (('training', 'train.txt'), ('validation', 'val.txt')):
         atomic_write_text(os.path.join(root, 'ImageSets', listing), ''.join(f'{n}\n' for n in splits[split]))
-    manifest = {'segments': segments, 'frames': frames, 'val_segments': val_segments, 'seed': seed,
+    manifest = {'generator_version': GENERATOR_VERSION, 'segments': segments, 'frames': frames, 'val_segments': val_segments, 'seed': seed,
                 'columns': columns, 'rows': rows, 'splits': splits, 'counts': counts,
                 'gt_objects': len(gt.objects)}
     atomic_write_text(os.path.join(root, MANIFEST), json.dumps(manifest, indent=1))

@@ -7,6 +7,12 @@ behind it (a ray that partly passes the object), kept on half of those pixels. L
 types: vehicles (cars, trucks, buses, trailers, construction vehicles, motorcycles), pedestrians,
 cyclists (every bicycle) and signs (posts added along the sidewalks); cones and barriers stay
 unlabelled clutter. ``num_lidar_points_in_box`` counts the points of both returns inside the box.
+
+Vehicles and cycles are ray-cast with a front profile, not as plain boxes: a full-height rear part and a
+lower front part (a hood; for cycles the handlebar end), both inside the labelled box. A plain box looks
+the same from the front and the back, so no detector could tell a heading from its reverse and Waymo's
+heading-weighted APH would be capped near half the AP; the profile makes the direction observable, as the
+shape of a real vehicle does. Pedestrians stay plain boxes.
 """
 import base64
 import hashlib
@@ -32,6 +38,9 @@ SIGN_SIZE_WLH = (0.75, 0.12, 2.6)
 SIGN_SPACING_M = 45.0
 SIGN_REFLECTIVITY = 0.9
 SECOND_RETURN_KEEP = 0.5
+PROFILED_TYPES = (TYPE_VEHICLE, TYPE_CYCLIST)
+FRONT_LENGTH_FRACTION = 0.3  # the lower front part: this fraction of the box length ...
+FRONT_HEIGHT_FRACTION = 0.55  # ... at this fraction of its height
 BASE_TIMESTAMP_US = 1_550_000_000_000_000
 
 
@@ -68,6 +77,24 @@ def segment_name(seed, index):
     digits = str(int(hashlib.md5(f'{seed}|segment|{index}'.encode()).hexdigest(), 16))[:20]
     start = 1000 + 20 * index
     return f'{digits}_{start}_000_{start + 20}_000'
+
+
+def front_profiles(boxes, profiled):
+    """Ray-casting boxes: each ``profiled`` box (centres, sizes [w, l, h], yaws, reflectivities; global frame)
+    replaced by its full-height rear part and its lower front part (module docstring), the others kept."""
+    centers, sizes, yaws, refl = boxes
+    c, s, y = centers[profiled], sizes[profiled], yaws[profiled]
+    length, height = s[:, 1], s[:, 2]
+    front_len, front_h = FRONT_LENGTH_FRACTION * length, FRONT_HEIGHT_FRACTION * height
+    forward = np.stack([np.cos(y), np.sin(y), np.zeros_like(y)], axis=1)
+    rear_c = c - forward * (front_len / 2.0)[:, None]
+    front_c = c + forward * ((length - front_len) / 2.0)[:, None]
+    front_c[:, 2] += (front_h - height) / 2.0  # same bottom as the box
+    rear_s = np.stack([s[:, 0], length - front_len, height], axis=1)
+    front_s = np.stack([s[:, 0], front_len, front_h], axis=1)
+    rest = ~profiled
+    return (np.concatenate([centers[rest], rear_c, front_c]), np.concatenate([sizes[rest], rear_s, front_s]),
+            np.concatenate([yaws[rest], y, y]), np.concatenate([refl[rest], refl[profiled], refl[profiled]]))
 
 
 def object_id(seed, key):
@@ -124,7 +151,9 @@ class SegmentSimulator:
         everything = tuple(np.concatenate([o, c]) for o, c in zip(objects, clutter))
         scan_pose = pose @ self.scan_to_vehicle
         rng = np.random.default_rng([self.seed, self.index, j])
-        first = self._return(scan(self.spec, scan_pose, everything, self.scene.relief, rng))
+        profiled = np.concatenate([np.isin(self.types, PROFILED_TYPES), np.zeros(len(clutter[0]), dtype=bool)])
+        first = self._return(scan(self.spec, scan_pose, front_profiles(everything, profiled), self.scene.relief,
+                                  rng))
         behind = self._return(scan(self.spec, scan_pose, clutter, self.scene.relief, rng))
 
         obj_c, obj_y = self._to_vehicle(pose, objects[0], objects[2])
