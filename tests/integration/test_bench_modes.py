@@ -67,4 +67,6 @@ def test_summary_ratios_are_to_fp32_of_the_same_run():
     assert rows["w8"]["ratio_median"] == pytest.approx(1.0) and rows["w8"]["met"]
     assert rows["fp8"]["ratio_median"] == pytest.approx(2 / 1.2) and not rows["fp8"]["met"]
     assert rows["w8"]["ratio_mean"] == pytest.approx(0.12 / (0.52 / 3))
+    assert rows["w8"]["ratio_paired"] == pytest.approx(1.0)  # per frame: 1.1, 1.0, 0.43
+    assert rows["fp8"]["ratio_paired"] == pytest.approx(0.2 / 0.12)  # per frame: 2.0, 1.67, 0.67
 
