@@ -119,7 +119,8 @@ def summarize(samples):
 
 def print_rows(rows, settings):
     print(f"# {settings}")
-    print(f"{'mode':<6}{'median ms':>11}{'mean ms':>10}  x fp32: {'median':>8}{'mean':>8}{'paired':>8}  target (paired)")
+    print(f"{'mode':<6}{'median ms':>11}{'mean ms':>10}  x fp32: {'median':>8}{'mean':>8}{'paired':>8}"
+          "  target (paired)")
     for r in rows:
         verdict = "" if r["target"] is None else f"<= {r['target']:.2f}x  {'met' if r['met'] else 'NOT MET'}"
         print(f"{r['mode']:<6}{r['median_ms']:>11.1f}{r['mean_ms']:>10.1f}          {r['ratio_median']:>7.3f}x"

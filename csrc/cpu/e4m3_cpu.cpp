@@ -115,8 +115,9 @@ at::Tensor scaled_e4m3_cpu(const at::Tensor& x, const at::Tensor& amax, std::opt
       for (int64_t i = begin; i < end;) {
         const int64_t stop = std::min(end, (i / layout.inner + 1) * layout.inner);
         const float scale = scales[(i / layout.inner) % layout.channels];
-        for_range(in + i, dst + i, stop - i,
-                  [scale](const auto* p, auto* q, int64_t m) C10_ALWAYS_INLINE_ATTRIBUTE { scaled_round_block(p, q, m, scale); });
+        for_range(in + i, dst + i, stop - i, [scale](const auto* p, auto* q, int64_t m) C10_ALWAYS_INLINE_ATTRIBUTE {
+          scaled_round_block(p, q, m, scale);
+        });
         i = stop;
       }
     });
