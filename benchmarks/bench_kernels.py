@@ -8,7 +8,8 @@ Examples::
     PYTHONPATH=. python benchmarks/bench_kernels.py --ops per_tensor --dtypes float32 --sizes 16M --threads 2
 
 A summary at the end lists the targets of the kernels with the ratio this run measured for each
-(float32, largest size given): forward and forward+backward against clone, E4M3 forward against clone,
+(float32, largest size given): forward and forward+backward against clone, E4M3 forward (plain and scaled to
+an amax, ``e4m3_scaled``) against clone,
 the histogram against ``torch.histc``, and the per-call time of a ``TensorQuantizer`` forward on a
 64 KiB tensor against ``torch.fake_quantize_per_tensor_affine`` (``--ops call``).
 
@@ -31,17 +32,18 @@ import torch
 from pytorch_quantization import _reference, ops, tensor_quant
 from pytorch_quantization.nn import TensorQuantizer
 
-OPS = ("per_tensor", "per_channel", "e4m3", "histogram", "call")
+OPS = ("per_tensor", "per_channel", "e4m3", "e4m3_scaled", "histogram", "call")
 CALL_BYTES = 64 * 2 ** 10
 CALLS_PER_SAMPLE = 100
 # (op, pass, what is compared, target): "clone" targets are minimum GB/s ratios to clone, "torch" targets minimum
 # speedups over torch's built-in, "call" a maximum per-call time ratio to torch's built-in
 TARGETS = {
     "cpu": [("per_tensor", "fwd+bwd", "clone", 0.8), ("per_channel", "fwd+bwd", "clone", 0.8),
-            ("e4m3", "fwd", "clone", 0.8), ("call", "fwd", "call", 1.2)],
+            ("e4m3", "fwd", "clone", 0.8), ("e4m3_scaled", "fwd", "clone", 0.8), ("call", "fwd", "call", 1.2)],
     "cuda": [("per_tensor", "fwd", "clone", 0.9), ("per_channel", "fwd", "clone", 0.85),
              ("per_tensor", "fwd+bwd", "clone", 0.8), ("per_channel", "fwd+bwd", "clone", 0.8),
-             ("e4m3", "fwd", "clone", 0.8), ("histogram", "fwd", "torch", 5.0), ("call", "fwd", "call", 1.2)],
+             ("e4m3", "fwd", "clone", 0.8), ("e4m3_scaled", "fwd", "clone", 0.8), ("histogram", "fwd", "torch", 5.0),
+             ("call", "fwd", "call", 1.2)],
 }
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
 QUICK_SIZES = ("64K", "1M", "16M")
@@ -140,6 +142,19 @@ def e4m3_cases(x):
     return {"fwd": forward}
 
 
+def e4m3_scaled_cases(x):
+    """E4M3 scaled to a per-tensor amax (``tensor_quant.scaled_e4m3``): the one-pass op against the composite
+    (multiply, cast, divide, select) it replaced; forward+backward through the autograd Function."""
+    amax = x.abs().amax().float() * 0.5
+    grad = torch.randn_like(x)
+    forward = {"clone": x.clone, "reference": lambda: _reference.scaled_e4m3(x, amax)}
+    backward = {"clone": lambda: (x.clone(), grad.clone())}
+    if ops.serves(x.device.type):
+        forward["ours"] = lambda: torch.ops.pytorch_quantization.scaled_e4m3(x, amax.reshape(1), None)
+        backward["ours"] = _forward_backward(lambda t: tensor_quant.scaled_e4m3(t, amax), x, grad)
+    return {"fwd": forward, "fwd+bwd": backward}
+
+
 def histogram_cases(x):
     range_max = float(x.abs().max())
     forward = {
@@ -193,6 +208,8 @@ def run_case(op, dtype, nbytes, device, reps, warmup):
         cases = fake_quant_cases(op, x, device)
     elif op == "e4m3":
         cases = e4m3_cases(x)
+    elif op == "e4m3_scaled":
+        cases = e4m3_scaled_cases(x)
     else:
         cases = histogram_cases(x)
     return _timed_rows(op, cases, x, device, reps, warmup)

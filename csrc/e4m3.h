@@ -1,10 +1,12 @@
-// Round a float32 to the nearest E4M3 (fn) value; shared by the CPU and CUDA kernels.
+// Round a float32 to the nearest E4M3 (fn) value, plain and scaled; shared by the CPU and CUDA kernels.
 #pragma once
 
 #include <c10/macros/Macros.h>
 
 #include <cstdint>
 #include <cstring>
+
+#include "quant_args.h"
 
 namespace pytorch_quantization {
 
@@ -59,6 +61,21 @@ C10_HOST_DEVICE inline float round_to_e4m3(float f) {
   result = select_bits(signed_magnitude >= 0x43e00000, 0x43e00000u, result);             // 448.0f and above, Inf
   result = select_bits(signed_magnitude > 0x7f800000, 0x7ff00000u, result);              // NaN
   return bits_to_float(sign | result);
+}
+
+// Largest finite E4M3 value; the scaled cast maps amax to it (_reference.E4M3_MAX).
+constexpr float kE4M3Max = 448.0f;
+
+// The scaled E4M3 fake cast of one element, bit for bit what _reference.scaled_e4m3 computes:
+// round_to_e4m3(float(x) * scale) / scale in float32, and +0.0 where |x| < 2**-24 (decided in x's own
+// precision acc_t: float for float32/float16/bfloat16, double for float64). scale is kE4M3Max / amax in
+// float32, computed once per channel by the caller.
+template <typename acc_t>
+C10_HOST_DEVICE inline float scaled_round_to_e4m3(acc_t x, float scale) {
+  const acc_t tiny = static_cast<acc_t>(kAmaxEpsilon);
+  const bool zero = (x < tiny) & (x > -tiny);  // false for NaN, which propagates
+  const float y = round_to_e4m3(static_cast<float>(x) * scale) / scale;
+  return bits_to_float(select_bits(zero, 0u, float_to_bits(y)));
 }
 
 }  // namespace pytorch_quantization

@@ -22,5 +22,6 @@ TORCH_LIBRARY(pytorch_quantization, m) {
   m.def("fake_quant_(Tensor(a!) x, Tensor amax, int? axis, int num_bits, bool is_unsigned, bool narrow_range) -> ()");
   m.def("ste_grad(Tensor grad, Tensor mask) -> Tensor");
   m.def("fake_e4m3(Tensor x) -> Tensor");
+  m.def("scaled_e4m3(Tensor x, Tensor amax, int? axis) -> Tensor");
   m.def("abs_histogram(Tensor x, int num_bins, float range_max, bool skip_zeros) -> Tensor");
 }

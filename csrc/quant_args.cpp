@@ -16,13 +16,19 @@ void check_floating_input(const at::Tensor& x, const char* op_name) {
 
 ChannelLayout check_fake_quant_args(const at::Tensor& x, const at::Tensor& amax, std::optional<int64_t> axis,
                                     int64_t num_bits, const char* op_name) {
+  const ChannelLayout layout = check_amax_layout(x, amax, axis, op_name);
+  TORCH_CHECK(num_bits >= 1 && num_bits <= 16, "pytorch_quantization::", op_name,
+              ": num_bits must be in 1..16, got ", num_bits);
+  return layout;
+}
+
+ChannelLayout check_amax_layout(const at::Tensor& x, const at::Tensor& amax, std::optional<int64_t> axis,
+                                const char* op_name) {
   check_floating_input(x, op_name);
   TORCH_CHECK(amax.scalar_type() == at::kFloat || amax.scalar_type() == at::kDouble, "pytorch_quantization::",
               op_name, ": amax must be float32 or float64, got ", amax.scalar_type());
   TORCH_CHECK(amax.device() == x.device(), "pytorch_quantization::", op_name, ": amax is on ", amax.device(),
               " but x is on ", x.device(), "; move amax with .to(x.device)");
-  TORCH_CHECK(num_bits >= 1 && num_bits <= 16, "pytorch_quantization::", op_name,
-              ": num_bits must be in 1..16, got ", num_bits);
   ChannelLayout layout;
   if (!axis.has_value()) {
     TORCH_CHECK(amax.numel() == 1, "pytorch_quantization::", op_name,

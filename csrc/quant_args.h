@@ -24,8 +24,12 @@ struct IntegerRange {
   double hi;
 };
 
-// Checks x (floating), amax (floating, on x's device, one element per channel) and num_bits (1..16);
-// returns the layout of the quantization axis (channels = 1, inner = numel for axis = None).
+// Checks x (floating) and amax (float32 or float64, on x's device, one element per channel); returns the
+// layout of the quantization axis (channels = 1, inner = numel for axis = None).
+ChannelLayout check_amax_layout(const at::Tensor& x, const at::Tensor& amax, std::optional<int64_t> axis,
+                                const char* op_name);
+
+// check_amax_layout plus num_bits in 1..16.
 ChannelLayout check_fake_quant_args(const at::Tensor& x, const at::Tensor& amax, std::optional<int64_t> axis,
                                     int64_t num_bits, const char* op_name);
 

@@ -103,6 +103,17 @@ def fake_e4m3(x):
     return x.to(torch.float32).to(torch.float8_e4m3fn).to(x.dtype)
 
 
+def scaled_e4m3(x, amax):
+    """E4M3 fake cast of ``x`` scaled so that ``amax`` maps to 448: ``fake_e4m3(x * s) / s`` with
+    ``s = 448 / amax``, both in float32 for every input dtype (amax is cast to float32 first, the result back
+    to ``x``'s dtype); inputs with ``|x| < 2**-24`` give +0.0. ``amax`` broadcasts to ``x``.
+    """
+    amax = amax.to(torch.float32)
+    scale = torch.full_like(amax, E4M3_MAX) / amax  # not 448 / amax: rtruediv computes reciprocal(amax) * 448
+    outputs = (fake_e4m3(x.to(torch.float32) * scale) / scale).to(x.dtype)
+    return torch.where(x.abs() < AMAX_EPSILON, torch.zeros_like(outputs), outputs)
+
+
 def abs_histogram(x, num_bins, range_max, skip_zeros=False):
     """Counts (int64, ``num_bins`` long) of ``|x|`` in equal bins over ``[0, range_max]``.
 

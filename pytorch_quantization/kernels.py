@@ -19,7 +19,7 @@ from pytorch_quantization import ops
 
 __all__ = [
     "kernel_backend", "fake_quant", "fake_quant_cachemask", "fake_quant_", "fake_quant_backward", "ste_grad",
-    "fake_e4m3", "abs_histogram", "amax_axis"
+    "fake_e4m3", "scaled_e4m3", "abs_histogram", "amax_axis"
 ]
 
 
@@ -128,6 +128,23 @@ def fake_e4m3(x):
     if ops.serves(x.device.type):
         return torch.ops.pytorch_quantization.fake_e4m3(x)
     return _reference.fake_e4m3(x)
+
+
+def scaled_e4m3(x, amax):
+    """Scaled E4M3 fake cast in one pass (see ``_reference.scaled_e4m3``); ``amax`` a floating tensor on ``x``'s
+    device that broadcasts to ``x``: one element, or varying along one axis. Other shapes (several axes, more
+    dimensions than ``x``) and devices the compiled ops do not serve use the reference. No autograd formula of
+    its own (see ``tensor_quant.scaled_e4m3``)."""
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        raise TypeError(f"inputs must be a floating point tensor, got {getattr(x, 'dtype', type(x))}")
+    if not isinstance(amax, torch.Tensor) or not amax.is_floating_point():
+        raise TypeError(f"amax must be a floating point tensor, got {getattr(amax, 'dtype', type(amax))}")
+    if ops.serves(x.device.type) and amax.device == x.device and amax.dim() <= x.dim():
+        axis = amax_axis(x, amax)
+        if axis is not False:
+            flat = amax.detach().reshape(-1).to(torch.float32)
+            return torch.ops.pytorch_quantization.scaled_e4m3(x, flat, axis)
+    return _reference.scaled_e4m3(x, amax)
 
 
 def abs_histogram(x, num_bins, range_max, skip_zeros=False):

@@ -5,9 +5,9 @@ Importing ``_C`` registers the ops in the ``torch.ops.pytorch_quantization`` nam
 
 * a fake (meta) kernel for every op, so ``torch.compile(fullgraph=True)`` and ``torch.export``
   trace them without running them;
-* autograd formulas for ``fake_quant`` and ``fake_quant_cachemask``: the straight-through
-  estimator, gradient ``grad`` where ``|x| <= amax`` and 0 elsewhere, none for ``amax``
-  (``fake_quant_cachemask``'s applies its saved mask with the one-pass ``ste_grad`` op).
+* autograd formulas for ``fake_quant``, ``scaled_e4m3`` and ``fake_quant_cachemask``: the
+  straight-through estimator, gradient ``grad`` where ``|x| <= amax`` and 0 elsewhere, none for
+  ``amax`` (``fake_quant_cachemask``'s applies its saved mask with the one-pass ``ste_grad`` op).
 
 When ``_C`` is missing, one warning says how to build it and the package runs on ``_reference``.
 """
@@ -18,7 +18,8 @@ import torch
 
 from pytorch_quantization import _reference
 
-_OPS = ("fake_quant", "fake_quant_cachemask", "fake_quant_", "ste_grad", "fake_e4m3", "abs_histogram")
+_OPS = ("fake_quant", "fake_quant_cachemask", "fake_quant_", "ste_grad", "fake_e4m3", "scaled_e4m3",
+        "abs_histogram")
 _DISPATCH_KEYS = {"cpu": "CPU", "cuda": "CUDA"}
 
 _C = None
@@ -69,20 +70,26 @@ def _fake_e4m3_fake(x):
     return x.new_empty(x.shape)
 
 
+def _scaled_e4m3_fake(x, amax, axis):  # pylint: disable=unused-argument
+    return x.new_empty(x.shape)
+
+
 def _abs_histogram_fake(x, num_bins, range_max, skip_zeros):  # pylint: disable=unused-argument
     return x.new_empty((num_bins,), dtype=torch.int64)
 
 
-def _fake_quant_setup_context(ctx, inputs, output):  # pylint: disable=unused-argument
+def _ste_setup_context(ctx, inputs, output):  # pylint: disable=unused-argument
+    """For ops whose first three arguments are ``(x, amax, axis)`` and whose gradient is the STE's."""
     x, amax, axis = inputs[:3]
     ctx.save_for_backward(x, amax)
     ctx.axis = axis
+    ctx.num_inputs = len(inputs)
 
 
-def _fake_quant_backward(ctx, grad):
+def _ste_backward(ctx, grad):
     x, amax = ctx.saved_tensors
     amax = _reference.broadcast_amax(amax, x.dim(), ctx.axis)
-    return _reference.fake_quant_backward(grad, x, amax), None, None, None, None, None
+    return (_reference.fake_quant_backward(grad, x, amax),) + (None,) * (ctx.num_inputs - 1)
 
 
 def _cachemask_setup_context(ctx, inputs, output):  # pylint: disable=unused-argument
@@ -101,12 +108,14 @@ def _register_tracing_support():
         "fake_quant_": _fake_quant_inplace_fake,
         "ste_grad": _ste_grad_fake,
         "fake_e4m3": _fake_e4m3_fake,
+        "scaled_e4m3": _scaled_e4m3_fake,
         "abs_histogram": _abs_histogram_fake,
     }
     for name, fake in fakes.items():
         torch.library.register_fake(f"pytorch_quantization::{name}", fake)
-    torch.library.register_autograd("pytorch_quantization::fake_quant", _fake_quant_backward,
-                                    setup_context=_fake_quant_setup_context)
+    for name in ("fake_quant", "scaled_e4m3"):
+        torch.library.register_autograd(f"pytorch_quantization::{name}", _ste_backward,
+                                        setup_context=_ste_setup_context)
     torch.library.register_autograd("pytorch_quantization::fake_quant_cachemask", _cachemask_backward,
                                     setup_context=_cachemask_setup_context)
 

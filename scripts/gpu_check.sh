@@ -3,7 +3,8 @@
 #   1. env          python, torch, the GPU
 #   2. build        the CUDA kernels (reused when the extension in the tree already serves CUDA; else built
 #                   in place for this GPU's architecture only)
-#   3. tests        tests/unit/test_cuda_kernels.py (incl. the sync-free forward check), test_no_sync, test_weight_cache
+#   3. tests        tests/unit/test_cuda_kernels.py (incl. the sync-free forward check), test_scaled_e4m3,
+#                   test_no_sync, test_weight_cache
 #   4. bench        benchmarks/bench_kernels.py --device cuda: per-tensor, per-channel, E4M3, histogram and the
 #                   per-call cost; float32/float16/bfloat16; 64 KiB .. 1 GiB; against clone and torch's built-ins
 #   5. centerpoint  python integration/centerpoint_ptq.py --device cuda (the embedded default)
@@ -87,8 +88,10 @@ skip_step() {
   echo "== $1: skipped ($2)"
 }
 
-BENCH_ARGS=(--ops per_tensor per_channel e4m3 histogram call --dtypes float32 float16 bfloat16 --json "$OUT/bench_kernels.json")
-CUDA_TESTS=(tests/unit/test_cuda_kernels.py tests/unit/test_no_sync.py tests/unit/test_weight_cache.py)
+BENCH_ARGS=(--ops per_tensor per_channel e4m3 e4m3_scaled histogram call --dtypes float32 float16 bfloat16
+            --json "$OUT/bench_kernels.json")
+CUDA_TESTS=(tests/unit/test_cuda_kernels.py tests/unit/test_scaled_e4m3.py tests/unit/test_no_sync.py
+            tests/unit/test_weight_cache.py)
 
 if [ "$DRY_RUN" -eq 1 ]; then
   run_step env 60 "$PYTHON" -c "import torch; print('torch', torch.__version__, 'cuda build', torch.version.cuda)"

@@ -11,11 +11,41 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Protocol, Tupl
 
 import torch
 
-__all__ = ["Backend", "RowValues"]
+__all__ = ["Backend", "RowValues", "WARMUP_FRAMES", "FrameTimes"]
 
 #: one evaluation's values: a value per ``metric_columns`` name (nuScenes: "mAP", "NDS" and a "class_AP" dict
 #: {class: float or None} giving the "AP <class>" columns; Waymo: "L2 mAPH", ..., "Cyclist L1 mAP")
 RowValues = Dict[str, Any]
+
+
+#: the first frames of every evaluation are timed but left out of ms/frame: they pay one-time costs (oneDNN
+#: primitive creation, allocator growth, lazy imports), which would otherwise land on whichever mode runs first
+WARMUP_FRAMES = 3
+
+
+class FrameTimes:
+    """ms/frame of one evaluation from per-iteration timings, leaving out the first ``WARMUP_FRAMES`` iterations
+    (using them only when the evaluation has no others)."""
+
+    def __init__(self):
+        self.warmup_seconds, self.warmup_frames = 0.0, 0
+        self.seconds, self.frames = 0.0, 0
+        self.iterations = 0
+
+    def add(self, seconds, frames=1):
+        """One timed iteration of ``frames`` frames."""
+        if self.iterations < WARMUP_FRAMES:
+            self.warmup_seconds += seconds
+            self.warmup_frames += frames
+        else:
+            self.seconds += seconds
+            self.frames += frames
+        self.iterations += 1
+
+    @property
+    def ms_per_frame(self):
+        seconds, frames = (self.seconds, self.frames) if self.frames else (self.warmup_seconds, self.warmup_frames)
+        return 1000.0 * seconds / max(frames, 1)
 
 
 class Backend(Protocol):

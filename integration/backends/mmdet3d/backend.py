@@ -11,6 +11,7 @@ import time
 import numpy as np
 import torch
 
+from integration.backends.base import FrameTimes
 from integration.driver.errors import DriverError
 from integration.backends.mmdet3d import config as mm_config
 from integration.backends.mmdet3d.config import base_dataset_cfg, evaluator_cfg, is_waymo
@@ -60,7 +61,7 @@ def make_eval_hook():
         priority = "LOWEST"
 
         def before_test_epoch(self, runner):
-            self.seconds, self.frames = 0.0, 0
+            self.times = FrameTimes()
             self.bar = tqdm(total=len(runner.test_dataloader), desc="evaluate", unit="frame",
                             disable=not is_main_process())
 
@@ -72,8 +73,7 @@ def make_eval_hook():
         def after_test_iter(self, runner, batch_idx, data_batch=None, outputs=None):
             if torch.cuda.is_available():
                 torch.cuda.synchronize()
-            self.seconds += time.perf_counter() - self._start
-            self.frames += len(outputs) if outputs is not None else 1
+            self.times.add(time.perf_counter() - self._start, len(outputs) if outputs is not None else 1)
             self.bar.update(1)
 
         def after_test_epoch(self, runner, metrics=None):
@@ -81,7 +81,7 @@ def make_eval_hook():
 
         @property
         def ms_per_frame(self):
-            return 1000.0 * self.seconds / max(self.frames, 1)
+            return self.times.ms_per_frame
 
     return EvalProgressHook()
 

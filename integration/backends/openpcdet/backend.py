@@ -35,6 +35,7 @@ import types
 import numpy as np
 import torch
 
+from integration.backends.base import FrameTimes
 from integration.backends.openpcdet import config as pcdet_config
 from integration.backends.openpcdet.compat import placeholders
 from integration.backends.openpcdet.compat.device import cuda_calls_to, model_device
@@ -172,7 +173,7 @@ class _FrameTimer:
     """Seconds spent in the model's forward (forward pre-hook / hook), synchronised on CUDA."""
 
     def __init__(self, model):
-        self.seconds, self.frames, self._start = 0.0, 0, None
+        self.times, self._start = FrameTimes(), None
         self._handles = [model.register_forward_pre_hook(self._before), model.register_forward_hook(self._after)]
 
     @staticmethod
@@ -186,8 +187,7 @@ class _FrameTimer:
 
     def _after(self, module, inputs, output):
         self._sync()
-        self.seconds += time.perf_counter() - self._start
-        self.frames += 1
+        self.times.add(time.perf_counter() - self._start)
 
     def remove(self):
         for handle in self._handles:
@@ -195,7 +195,7 @@ class _FrameTimer:
 
     @property
     def ms_per_frame(self):
-        return 1000.0 * self.seconds / max(self.frames, 1)
+        return self.times.ms_per_frame
 
 
 def import_eval_utils(pcdet_root):
