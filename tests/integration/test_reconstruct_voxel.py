@@ -2,7 +2,6 @@
 SparseConv3d layers of MMDetection3D's SparseEncoder get learned rounding (hard, on the calibrated grid) and the
 head outputs move closer to the float model's than with round-to-nearest."""
 import pytest
-import torch
 
 from conftest import requires_mmdet3d
 
@@ -37,8 +36,9 @@ def test_brecq_learns_the_sparse_encoder_rounding_and_lowers_head_error(setup):
     qmodel = calibrated(base, "w4", calib)
     sparse = [n for n, m in qmodel.named_modules() if type(m).__name__ in ("QuantSubMConv3d", "QuantSparseConv3d")]
     assert len(sparse) == 21  # 17 SubMConv3d + 4 SparseConv3d in the config
-    targets = [n for n in sparse if n.startswith(("pts_middle_encoder.conv_input", "pts_middle_encoder.encoder_layers"
-                                                  ".encoder_layer1", "pts_middle_encoder.encoder_layers.encoder_layer2"))]
+    stages = ("pts_middle_encoder.conv_input", "pts_middle_encoder.encoder_layers.encoder_layer1",
+              "pts_middle_encoder.encoder_layers.encoder_layer2")
+    targets = [n for n in sparse if n.startswith(stages)]
     rtn_weights = {n: qmodel.get_submodule(n).weight.detach().clone() for n in targets}
     assert sorted(type(qmodel.get_submodule(n)).__name__ for n in targets) == ["QuantSparseConv3d"] * 2 + [
         "QuantSubMConv3d"] * 9
