@@ -2,7 +2,8 @@
 
 Order: mixed precision first (``ptq.mixed_precision`` on the proxy sensitivity ranking of one calibration frame;
 it changes weight bit widths, and reconstruction must learn the rounding of the final grid), then
-``ptq.reconstruct`` on the calibration loader against the float model the quantized one was made from. The
+``ptq.reconstruct`` on the calibration loader against the float model the quantized one was made from (BRECQ and
+QDrop also learn the step sizes of the activation quantizers inside each block, ``learn_act``, as both papers do). The
 calibration file's metadata records the promoted layers (``mixed_precision``), so a reused file replays them before
 its amaxes and learned weights are loaded (``replay``).
 """
@@ -51,7 +52,8 @@ def apply(model, float_model, mode, args, loader, example, forward, backend):
     if args.reconstruct is not None and reconstructable(model):
         table = ptq.reconstruct(model, float_model, loader, forward_fn=forward, method=args.reconstruct,
                                 iters=args.reconstruct_iters, loss="task" if args.task_loss else "output",
-                                task_loss_fn=backend.task_loss_fn() if args.task_loss else None, seed=args.seed)
+                                task_loss_fn=backend.task_loss_fn() if args.task_loss else None, seed=args.seed,
+                                learn_act=args.reconstruct != "adaround")
         learned = table.column("status").count("learned")
         print(f"{table.title}: {learned} of {len(table.rows)} blocks learned")
     elif args.reconstruct is not None:

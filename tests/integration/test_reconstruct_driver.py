@@ -96,3 +96,23 @@ def test_file_written_before_the_reconstruction_options_counts_as_made_without_t
         calib_files.check_settings("f.json", "w4", dict(old, mode="w4"), learned)
     assert "--reconstruct None (this run: 'adaround')" in str(err.value)
     assert "--bits-budget None (this run: 5.0)" in str(err.value)
+
+
+@pytest.mark.parametrize("method, learn_act", [("adaround", False), ("brecq", True), ("qdrop", True)])
+def test_block_methods_learn_activation_step_sizes(monkeypatch, method, learn_act):
+    """BRECQ / QDrop learn the step sizes of the activation quantizers inside each block (as both papers do);
+    AdaRound, one layer at a time, learns the weight rounding only."""
+    import torch
+    from pytorch_quantization import ptq
+    from integration.driver import options, reconstruction
+    model, seen = torch.nn.Sequential(torch.nn.Linear(4, 4)), {}
+    float_model = torch.nn.Sequential(torch.nn.Linear(4, 4))
+    ptq.quantize_model(model, "w4a8")
+
+    def fake_reconstruct(*_args, **kwargs):
+        seen.update(kwargs)
+        return ptq.Table(["status"], title="reconstruct")
+    monkeypatch.setattr(ptq, "reconstruct", fake_reconstruct)
+    args = options.build_parser().parse_args(["--modes", "w4a8", "--reconstruct", method])
+    reconstruction.apply(model, float_model, "w4a8", args, [torch.ones(1, 4)], None, None, None)
+    assert seen["method"] == method and seen["learn_act"] is learn_act

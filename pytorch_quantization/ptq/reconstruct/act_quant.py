@@ -48,9 +48,3 @@ class BlockActQuantizer(torch.nn.Module):
             keep_float = torch.rand(x.shape, generator=self.generator, device="cpu").to(x.device) < self.drop_prob
             out = torch.where(keep_float, x, out)
         return out
-
-    def commit(self):
-        """Write the learned range into the original quantizer."""
-        if self.learnable:
-            with torch.no_grad():
-                self.quantizer.amax = self.learned_amax().detach().to(self.quantizer.amax.dtype)
