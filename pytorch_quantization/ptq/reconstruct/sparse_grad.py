@@ -6,7 +6,13 @@ and then recomputes the features differentiably with the same gather - matmul - 
 indice pairs spconv's CPU path uses (KRSC weight ``[out, *k, in]``; submanifold convs take the centre offset
 as a plain matmul and read the pair counts of offsets past the centre mirrored). The first call checks the
 recomputation against spconv's result.
+
+spconv 2.3's CPU convolution is only correct on one intra-op thread: with more, its scatter of partial sums
+races (measured with spconv 2.3.8, 2 threads: one SubMConv3d's output changed by up to 0.39 between two
+identical calls, on outputs up to 1.4). Its forward therefore runs here on one thread; the differentiable
+recomputation, plain torch ops, uses them all.
 """
+import contextlib
 import types
 
 import torch
@@ -41,6 +47,16 @@ def pairs_conv(features, weight, pairs, pair_num, n_out, subm, inverse):
     return out
 
 
+@contextlib.contextmanager
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _forward(layer, original, state, input, add_input=None):  # pylint: disable=redefined-builtin
     from spconv.pytorch.conv import _apply_act  # pylint: disable=import-outside-toplevel
     if add_input is not None:
@@ -49,7 +65,7 @@ def _forward(layer, original, state, input, add_input=None):  # pylint: disable=
     quantizer = layer._input_quantizer  # pylint: disable=protected-access
     layer._input_quantizer = torch.nn.Identity()  # the exact run sees the features quantized once, above
     try:
-        with torch.no_grad():
+        with torch.no_grad(), _one_thread():
             exact = original(input.replace_feature(features.detach()))
     finally:
         layer._input_quantizer = quantizer
