@@ -48,6 +48,19 @@ def sparse_bias(model):
     return bias_after_sparse_conv(model)
 
 
+def one_thread_for_sparse_convs(model, device):
+    """A CPU run of a model with spconv layers uses one intra-op thread: spconv 2.3's CPU convolution races on
+    more (identical calls differ; see ``pytorch_quantization/ptq/reconstruct/sparse_grad.py``). Says so once."""
+    import torch
+    from pytorch_quantization.ptq.layer_types import is_sparse_conv
+    threads = torch.get_num_threads()
+    if device == "cpu" and threads > 1 and any(is_sparse_conv(m) for m in model.modules()):
+        torch.set_num_threads(1)
+        if distributed.rank() == 0:
+            print(f"the model has spconv layers, whose CPU convolution is not thread-safe: using 1 intra-op thread "
+                  f"instead of {threads}")
+
+
 def forward_fn(backend):
     """The backend's calibration forward inside ``sparse_bias``."""
     def forward(model, batch):
@@ -169,6 +182,7 @@ def prepare(args, backend, plan_files=calib_files.plan_files):
         raise DriverError(f"--max-eval-frames {args.max_eval_frames} is larger than the val split "
                           f"({backend.split_size(cfg, 'val')} frames)")
     float_model = backend.build_model(cfg, args.device)
+    one_thread_for_sparse_convs(float_model, args.device)
     loaded = backend.load_weights(float_model, args.checkpoint)
     if distributed.rank() == 0:
         print(f"loaded {loaded} tensors from {args.checkpoint}")
