@@ -121,9 +121,9 @@ def _write_all(root, segments, frames, val_segments, seed, columns, rows, metric
     atomic_write(os.path.join(root, 'waymo_format', 'gt.bin'), lambda f: f.write(gt.SerializeToString()))
     for split, listing in (('training', 'train.txt'), ('validation', 'val.txt')):
         atomic_write_text(os.path.join(root, 'ImageSets', listing), ''.join(f'{n}\n' for n in splits[split]))
-    manifest = {'generator_version': GENERATOR_VERSION, 'segments': segments, 'frames': frames, 'val_segments': val_segments, 'seed': seed,
-                'columns': columns, 'rows': rows, 'splits': splits, 'counts': counts,
-                'gt_objects': len(gt.objects)}
+    manifest = {'generator_version': GENERATOR_VERSION, 'segments': segments, 'frames': frames,
+                'val_segments': val_segments, 'seed': seed, 'columns': columns, 'rows': rows, 'splits': splits,
+                'counts': counts, 'gt_objects': len(gt.objects)}
     atomic_write_text(os.path.join(root, MANIFEST), json.dumps(manifest, indent=1))
     return manifest
 
