@@ -47,6 +47,9 @@ def parse_args(argv=None):
                         help=f"validation frames timed per mode, after {WARMUP_FRAMES} warm-up frames (default 40)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    parser.add_argument("--system-malloc", action="store_true",
+                        help="keep glibc's malloc settings (as the driver's --system-malloc; by default freed memory "
+                             "stays in the heap, integration/driver/allocator.py)")
     parser.add_argument("--calib-frames", type=int, default=CALIB_FRAMES,
                         help=f"training frames for max calibration (default {CALIB_FRAMES})")
     for option in ("--config", "--checkpoint", "--data-root"):
@@ -67,6 +70,8 @@ def build_models(args, work_dir):
     for option in ("config", "checkpoint", "data_root"):
         if getattr(args, option) is not None:
             driver_argv += ["--" + option.replace("_", "-"), getattr(args, option)]
+    if args.system_malloc:
+        driver_argv.append("--system-malloc")
     driver_args = options.check_args(options.build_parser().parse_args(driver_argv))
     backend = backends.create(driver_args.framework, driver_args.pcdet_root)
     prepared = pipeline.prepare(driver_args, backend)
@@ -137,7 +142,8 @@ def main(argv=None):
         samples = time_interleaved(models, batches)
     rows = summarize(samples)
     settings = dict(frames=args.frames, warmup_frames=WARMUP_FRAMES, threads=torch.get_num_threads(),
-                    torch=torch.__version__, calib_frames=args.calib_frames, calib_method="max")
+                    torch=torch.__version__, calib_frames=args.calib_frames, calib_method="max",
+                    malloc="glibc defaults" if args.system_malloc else "freed memory kept (driver default)")
     print_rows(rows, settings)
     if args.json:
         atomic_write_text(args.json, json.dumps(dict(settings=settings, rows=rows), indent=1))

@@ -51,11 +51,9 @@ def _check_inputs(x, amax, num_bits):
     _check_num_bits(num_bits)
     if amax.numel() == 0:
         raise ValueError("amax is empty; calibrate the quantizer or set amax before quantizing")
-    try:
-        torch.broadcast_shapes(amax.shape, x.shape)
-    except RuntimeError:
+    if amax.numel() != 1 and not all(a in (1, b) or b == 1 for a, b in zip(reversed(amax.shape), reversed(x.shape))):
         raise ValueError(f"amax of shape {tuple(amax.shape)} does not broadcast to inputs of shape "
-                         f"{tuple(x.shape)}; per-channel amax needs size 1 on every other axis") from None
+                         f"{tuple(x.shape)}; per-channel amax needs size 1 on every other axis")
 
 
 def amax_axis(x, amax):
@@ -80,13 +78,23 @@ def _compiled_args(x, amax):
     return amax.detach().reshape(-1).to(device=x.device, dtype=_reference.compute_dtype(x.dtype)), axis
 
 
+def _call(op, x, *args):
+    """``op(x, *args)``; in eager mode when no gradient can flow to ``x``, dispatched straight to the kernel,
+    past the op's Python autograd formula, which otherwise costs more than the kernel on small tensors."""
+    if (torch.is_grad_enabled() and x.requires_grad) or torch.compiler.is_compiling() or torch.jit.is_tracing():
+        return op(x, *args)
+    with torch._C._AutoDispatchBelowAutograd():  # pylint: disable=protected-access
+        return op(x, *args)
+
+
 def fake_quant(x, amax, num_bits=8, unsigned=False, narrow_range=True):
     """Fake-quantize ``x`` (no autograd formula of its own; see ``tensor_quant.fake_tensor_quant``)."""
     _check_inputs(x, amax, num_bits)
     compiled = _compiled_args(x, amax)
     if compiled is None:
         return _reference.fake_quant(x, amax, num_bits, unsigned, narrow_range)
-    return torch.ops.pytorch_quantization.fake_quant(x, compiled[0], compiled[1], num_bits, unsigned, narrow_range)
+    return _call(torch.ops.pytorch_quantization.fake_quant, x, compiled[0], compiled[1], num_bits, unsigned,
+                 narrow_range)
 
 
 def fake_quant_cachemask(x, amax, num_bits=8, unsigned=False, narrow_range=True):
@@ -143,7 +151,7 @@ def scaled_e4m3(x, amax):
         axis = amax_axis(x, amax)
         if axis is not False:
             flat = amax.detach().reshape(-1).to(torch.float32)
-            return torch.ops.pytorch_quantization.scaled_e4m3(x, flat, axis)
+            return _call(torch.ops.pytorch_quantization.scaled_e4m3, x, flat, axis)
     return _reference.scaled_e4m3(x, amax)
 
 

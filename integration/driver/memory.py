@@ -11,6 +11,8 @@ import sys
 
 import torch
 
+from integration.driver.allocator import release_freed_memory
+
 __all__ = ["PeakMemory"]
 
 _CLEAR_REFS = "/proc/self/clear_refs"
@@ -55,6 +57,7 @@ class PeakMemory:
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
         else:
+            release_freed_memory()  # what allocator.keep_freed_memory kept from earlier phases is not this one's
             self.since_start = not _reset_rss_peak()
         return self
 

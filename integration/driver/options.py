@@ -76,6 +76,9 @@ def build_parser():
     p.add_argument("--pcdet-root", default=None,
                    help="OpenPCDet source tree for --framework openpcdet (default: where an installed pcdet lives)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--system-malloc", action="store_true",
+                   help="keep glibc's malloc settings on CPU (by default freed memory stays in the heap for reuse: "
+                        "page faults were a fifth of CPU ms/frame; integration/driver/allocator.py)")
     p.add_argument("--work-dir", default=None, help=f"outputs (default: {DEFAULT_WORK_DIR})")
     p.add_argument("--launcher", default="none", help="none or pytorch (torchrun)")
     p.add_argument("--export-onnx", default=None, metavar="DIR",

@@ -24,7 +24,7 @@ import time
 from integration import backends
 from integration.data.prepare import MissingDependency, ensure_synthetic_nuscenes
 from integration.data.prepare_waymo import ensure_synthetic_waymo
-from integration.driver import calib_files, dense_runtime, distributed, options, reconstruction
+from integration.driver import allocator, calib_files, dense_runtime, distributed, options, reconstruction
 from integration.driver.errors import DriverError
 from integration.driver.lock import work_dir_lock
 from integration.driver.memory import PeakMemory
@@ -181,6 +181,10 @@ def prepare(args, backend, plan_files=calib_files.plan_files):
     if args.max_eval_frames is not None and args.max_eval_frames > backend.split_size(cfg, "val"):
         raise DriverError(f"--max-eval-frames {args.max_eval_frames} is larger than the val split "
                           f"({backend.split_size(cfg, 'val')} frames)")
+    if args.device == "cpu" and not args.system_malloc:
+        said = allocator.keep_freed_memory()
+        if said and distributed.rank() == 0:
+            print(said)
     float_model = backend.build_model(cfg, args.device)
     one_thread_for_sparse_convs(float_model, args.device)
     loaded = backend.load_weights(float_model, args.checkpoint)

@@ -98,3 +98,19 @@ def test_quant_modules_forward_reads_no_values(cached):
                 assert torch.equal(conv(x), expected[0])  # a second call (a cache hit when cached)
     finally:
         weight_cache.enable(True)
+
+
+def test_shared_input_quantization_reads_no_values():
+    """Two modules reading one tensor with the same range (the second call is served by ``shared_input``,
+    which compares ranges through values noted when amax was set, not by reading amax)."""
+    torch.manual_seed(0)
+    convs = [QuantConv2d(3, 4, 3) for _ in range(2)]
+    for module in convs:
+        module.input_quantizer.amax = 3.0
+        module.weight_quantizer.amax = 1.0
+    x = torch.randn(2, 3, 6, 6)
+    with torch.no_grad():
+        expected = [module(x.clone()) for module in convs]
+        with no_value_reads():
+            outs = [module(x) for module in convs]
+    assert all(torch.equal(a, b) for a, b in zip(outs, expected))

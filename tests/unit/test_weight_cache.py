@@ -2,7 +2,7 @@
 
 Every case compares the module's output with an independent expectation: the float op applied to the
 weight fake-quantized right now by ``_reference`` (written out here), so a stale cache entry fails.
-Reuse itself is observed by counting calls into ``tensor_quant.fake_tensor_quant``.
+Reuse itself is observed by counting calls into ``kernels.fake_quant`` and ``kernels.fake_quant_cachemask``.
 """
 import contextlib
 from unittest import mock
@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pytorch_quantization import _reference, tensor_quant
+from pytorch_quantization import _reference, kernels
 from pytorch_quantization.nn import QuantConv2d, QuantLinear, TensorQuantizer
 from pytorch_quantization.nn.modules import weight_cache
 
@@ -27,14 +27,16 @@ def _fresh_cache():
 
 @contextlib.contextmanager
 def count_weight_quantizations(counter):
-    """Counts calls of tensor_quant.fake_tensor_quant (what a weight quantizer runs) into counter[0]."""
-    original = tensor_quant.fake_tensor_quant
+    """Counts calls of kernels.fake_quant / fake_quant_cachemask (what a weight quantizer runs, without and with
+    autograd) into counter[0]."""
+    def counting(original):
+        def wrapper(*args, **kwargs):
+            counter[0] += 1
+            return original(*args, **kwargs)
+        return wrapper
 
-    def counting(*args, **kwargs):
-        counter[0] += 1
-        return original(*args, **kwargs)
-
-    with mock.patch.object(tensor_quant, "fake_tensor_quant", counting):
+    with mock.patch.object(kernels, "fake_quant", counting(kernels.fake_quant)), \
+            mock.patch.object(kernels, "fake_quant_cachemask", counting(kernels.fake_quant_cachemask)):
         yield
 
 

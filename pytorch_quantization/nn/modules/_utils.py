@@ -25,7 +25,7 @@ import copy
 import torch
 
 from pytorch_quantization import tensor_quant
-from pytorch_quantization.nn.modules import weight_cache
+from pytorch_quantization.nn.modules import shared_input, weight_cache
 from pytorch_quantization.nn.modules.tensor_quantizer import TensorQuantizer
 
 __all__ = ["QuantActMixin", "QuantMixin", "QuantInputMixin", "pop_quant_desc_in_kwargs"]
@@ -82,8 +82,9 @@ class QuantActMixin:
         self.quant_act = type(self).default_quant_act if quant_act is None else quant_act
 
     def _quant_input(self, inputs):
-        """The input through the input quantizer, or untouched when ``quant_act`` is False."""
-        return self._input_quantizer(inputs) if self._quant_act else inputs
+        """The input through the input quantizer, or untouched when ``quant_act`` is False. Quantized once for
+        every module that reads the same tensor with the same quantization (``shared_input``)."""
+        return shared_input.quantized_input(self._input_quantizer, inputs) if self._quant_act else inputs
 
     def extra_repr(self):
         base = super().extra_repr()

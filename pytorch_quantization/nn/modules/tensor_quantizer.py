@@ -36,6 +36,12 @@ def _to_amax_tensor(value, name):
     return out.clone()
 
 
+def tensor_token(tensor):
+    """What identifies ``tensor``'s current contents without reading them: object, version, storage, layout."""
+    # pylint: disable=protected-access
+    return (id(tensor), tensor._version, tensor.data_ptr(), tensor.dtype, tensor.device, tuple(tensor.shape))
+
+
 class TensorQuantizer(nn.Module):
     """Calibrate and fake-quantize a tensor as described by a ``QuantDescriptor``.
 
@@ -84,8 +90,10 @@ class TensorQuantizer(nn.Module):
         self._if_clip = False
         self._if_calib = bool(if_calib)
 
+        self._amax_note = None
         if quant_desc.amax is not None:
             self.register_buffer("_amax", torch.tensor(quant_desc.amax))
+            self._note_amax()
         if self._learn_amax:
             init_amax = float(np.max(quant_desc.amax)) if quant_desc.amax is not None else 1.0
             self.clip = Clip(-init_amax, init_amax, learn_min=True, learn_max=True)
@@ -172,6 +180,7 @@ class TensorQuantizer(nn.Module):
             self._amax.copy_(value)
         else:
             self.register_buffer("_amax", value)
+        self._note_amax()
 
     @property
     def pre_quant_scale(self):
@@ -255,6 +264,34 @@ class TensorQuantizer(nn.Module):
             calib_amax = calib_amax.to(self._amax.device)
             del self._amax
         self.register_buffer("_amax", calib_amax)
+        self._note_amax()
+
+    def _note_amax(self):
+        """Remember a per-tensor amax's value with the token of the tensor it was read from.
+
+        Called where amax is set, loaded, calibrated or moved (reading it there is allowed), so that
+        ``amax_if_unchanged`` can tell the value during a forward without reading device memory.
+        """
+        amax = getattr(self, "_amax", None)
+        if amax is None or amax.numel() != 1 or amax.device.type == "meta" or torch.compiler.is_compiling():
+            self._amax_note = None
+        else:
+            self._amax_note = (tensor_token(amax), float(amax.detach().reshape(()).item()))
+
+    def amax_if_unchanged(self):
+        """The per-tensor amax as a Python float when it has not changed since it was last set, loaded,
+        calibrated or moved; None otherwise (per-channel or dynamic amax, an in-place edit since). Reads no
+        tensor. An edit through ``amax.data`` (which has a version counter of its own) is not seen."""
+        note = getattr(self, "_amax_note", None)
+        amax = getattr(self, "_amax", None)
+        if note is None or amax is None or note[0] != tensor_token(amax):
+            return None
+        return note[1]
+
+    def _apply(self, fn, *args, **kwargs):
+        out = super()._apply(fn, *args, **kwargs)
+        self._note_amax()
+        return out
 
     def init_learn_amax(self):
         """Initialise the learned range from the fixed amax (max over channels for per-channel amax)."""
@@ -299,8 +336,9 @@ class TensorQuantizer(nn.Module):
 
     def _get_amax(self, inputs):
         """amax from the buffer, or computed from ``inputs`` when there is none; float32 or float64."""
-        if hasattr(self, "_amax"):
-            amax = self._fit_amax(self._amax, inputs)
+        amax = self._buffers.get("_amax", self.__dict__.get("_amax"))  # a buffer, or a plain attribute someone set
+        if amax is not None:
+            amax = self._fit_amax(amax, inputs)
             if amax.device != inputs.device:
                 amax = amax.to(inputs.device)
         else:
@@ -337,7 +375,7 @@ class TensorQuantizer(nn.Module):
             amax = self._get_amax(inputs)
             if exporting:
                 return onnx_export.export_fake_e4m3(inputs, amax)
-            return tensor_quant.scaled_e4m3(inputs, amax, 4, 3)
+            return tensor_quant.scaled_e4m3_lean(inputs, amax)
         if self._learn_amax:
             inputs = self.clip(inputs)
             amax = torch.max(-self.clip.clip_value_min, self.clip.clip_value_max).detach()
@@ -353,7 +391,7 @@ class TensorQuantizer(nn.Module):
             if inputs.dtype == torch.half or amax.dtype == torch.half:
                 raise TypeError("native fake quantization (use_fb_fake_quant) needs float32 inputs; disable AMP")
             return self._fb_fake_quant(inputs, amax)
-        return tensor_quant.fake_tensor_quant(inputs, amax, self._num_bits, self._unsigned, self._narrow_range)
+        return tensor_quant.fake_tensor_quant_lean(inputs, amax, self._num_bits, self._unsigned, self._narrow_range)
 
     def _check_onnx_readiness(self):
         if not hasattr(self, "_amax") and not self._learn_amax:
@@ -364,8 +402,9 @@ class TensorQuantizer(nn.Module):
 
     def forward(self, inputs):
         """Quantize ``inputs`` (and feed them to the calibrator when calibrating)."""
-        if self.pre_quant_scale is not None:
-            inputs = inputs * self._pre_quant_scale
+        pre_quant_scale = self._buffers.get("_pre_quant_scale", self.__dict__.get("_pre_quant_scale"))
+        if pre_quant_scale is not None:
+            inputs = inputs * pre_quant_scale
         if self._disabled:
             return inputs
         if self._enable_onnx_export and self._if_quant:
@@ -425,6 +464,7 @@ class TensorQuantizer(nn.Module):
             if key in state_dict and name not in self._buffers:
                 self.register_buffer(name, state_dict[key].detach().clone())
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._note_amax()
 
     # ----------------------------------------------------------------- public state for tools (ptq, integration)
     @property
@@ -459,3 +499,4 @@ class TensorQuantizer(nn.Module):
         """Forget the static amax, so the range is dynamic again (then any amax shape can be set)."""
         if "_amax" in self._buffers:
             del self._amax
+        self._amax_note = None

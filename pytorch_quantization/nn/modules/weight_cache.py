@@ -28,14 +28,10 @@ travels with ``state_dict``, ``copy.deepcopy`` or pickling.
 """
 import weakref
 
-import torch
-from torch.nn.modules import module as torch_module
-
-from pytorch_quantization.nn.modules.tensor_quantizer import TensorQuantizer
+from pytorch_quantization.nn.modules._reuse import may_reuse, settings, tensor_token
 
 __all__ = ["quantized_weight", "enable", "is_enabled", "clear"]
 
-_SETTING_TYPES = frozenset((bool, int, float, str, tuple, type(None)))
 _ENTRIES = weakref.WeakKeyDictionary()  # module -> (key, tensors the key refers to by id, quantized weight)
 _state = {"enabled": True}
 
@@ -60,34 +56,6 @@ def clear(module=None):
         _ENTRIES.pop(module, None)
 
 
-def _has_hooks(quantizer):
-    # pylint: disable=protected-access
-    return bool(quantizer._forward_hooks or quantizer._forward_pre_hooks or torch_module._global_forward_hooks
-                or torch_module._global_forward_pre_hooks)
-
-
-def _reusable(weight, quantizer):
-    """Whether a remembered result may stand in for calling the quantizer now."""
-    if not _state["enabled"] or (torch.is_grad_enabled() and weight.requires_grad):
-        return False
-    if torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.jit.is_scripting():
-        return False
-    if weight.device.type == "meta" or type(weight) not in (torch.Tensor, torch.nn.Parameter):
-        return False
-    if not isinstance(quantizer, TensorQuantizer):  # a stand-in (e.g. reconstruction's learned rounding)
-        return False
-    q = quantizer
-    # pylint: disable=protected-access
-    if q._disabled or not q._if_quant or q._if_calib or q._if_clip or q._learn_amax or q._enable_onnx_export:
-        return False
-    return not _has_hooks(q)
-
-
-def _tensor_token(tensor):
-    # pylint: disable=protected-access
-    return (id(tensor), tensor._version, tensor.data_ptr(), tensor.dtype, tensor.device, tuple(tensor.shape))
-
-
 def _key(weight, quantizer):
     """(key, tensors): everything the quantized weight is computed from, tensors by identity and version.
 
@@ -97,16 +65,13 @@ def _key(weight, quantizer):
     # pylint: disable=protected-access
     tensors = [weight] + [t for t in quantizer._buffers.values() if t is not None] + [
         t for t in quantizer._parameters.values() if t is not None]
-    settings = tuple(item for item in vars(quantizer).items() if type(item[1]) in _SETTING_TYPES)
-    key = (tuple(_tensor_token(t) for t in tensors), settings, type(quantizer).use_fb_fake_quant,
-           torch.is_inference_mode_enabled())
-    return key, tensors
+    return (tuple(tensor_token(t) for t in tensors), settings(quantizer)), tensors
 
 
 def quantized_weight(module):
     """``module._weight_quantizer(module.weight)``, reused while its inputs are unchanged (module docstring)."""
     weight, quantizer = module.weight, module._weight_quantizer  # pylint: disable=protected-access
-    if not _reusable(weight, quantizer):
+    if not _state["enabled"] or not may_reuse(weight, quantizer):
         return quantizer(weight)
     key, tensors = _key(weight, quantizer)
     entry = _ENTRIES.get(module)
