@@ -4,6 +4,8 @@ Shared by ``weight_cache`` (a module's fake-quantized weight, reused across call
 (one tensor quantized once for every module that reads it with the same settings and range). Both compare
 tensors by identity and autograd version, never by value, so that no check reads device memory.
 """
+import operator
+
 import torch
 from torch.nn.modules import module as torch_module
 
@@ -16,11 +18,18 @@ _SETTING_TYPES = frozenset((bool, int, float, str, tuple, type(None)))
 _NOT_SETTINGS = frozenset(("_amax_note",))
 
 
+_forward_settings = operator.attrgetter(*TensorQuantizer.FORWARD_SETTINGS)
+
+
 def settings(quantizer):
-    """Every plain attribute of ``quantizer`` (bits, axis, unsigned, narrow range, scale_amax, switches, ...)
-    and the class-wide ``use_fb_fake_quant``."""
-    own = tuple(item for item in vars(quantizer).items()
-                if type(item[1]) in _SETTING_TYPES and item[0] not in _NOT_SETTINGS)
+    """The quantizer's settings (bits, axis, unsigned, narrow range, scale_amax, switches, ...) and the
+    class-wide ``use_fb_fake_quant``: for a ``TensorQuantizer`` the attributes its forward reads; for a
+    subclass, which may read others, every plain attribute."""
+    if type(quantizer) is TensorQuantizer:
+        own = _forward_settings(quantizer)
+    else:
+        own = tuple(item for item in vars(quantizer).items()
+                    if type(item[1]) in _SETTING_TYPES and item[0] not in _NOT_SETTINGS)
     return own, type(quantizer).use_fb_fake_quant, torch.is_inference_mode_enabled()
 
 

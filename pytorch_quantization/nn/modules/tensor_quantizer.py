@@ -70,6 +70,9 @@ class TensorQuantizer(nn.Module):
 
     use_fb_fake_quant = False
     _enable_onnx_export = False
+    #: the plain attributes ``forward`` reads: with the buffers, what its result depends on (``_reuse.settings``)
+    FORWARD_SETTINGS = ("_num_bits", "_fake_quant", "_axis", "_scale_amax", "_learn_amax", "_unsigned",
+                        "_narrow_range", "_disabled", "_if_quant", "_if_clip", "_if_calib", "_enable_onnx_export")
 
     def __init__(self, quant_desc=tensor_quant.QuantDescriptor(), disabled=False, if_quant=True, if_clip=False,
                  if_calib=False):
