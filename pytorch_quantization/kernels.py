@@ -72,6 +72,8 @@ def _compiled_args(x, amax):
     """(flat amax, axis) for the compiled ops, or None when they cannot serve this call."""
     if not ops.serves(x.device.type):
         return None
+    if amax.numel() == 1 and amax.dtype in (torch.float32, torch.float64):
+        return amax.detach(), None  # the ops read a one-element float32 / float64 amax of any shape as it is
     axis = amax_axis(x, amax)
     if axis is False:
         return None

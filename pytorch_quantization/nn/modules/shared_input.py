@@ -76,7 +76,7 @@ def _key(quantizer):
     value = quantizer.amax_if_unchanged()
     if value is None:
         return None
-    amax = quantizer.amax
+    amax = quantizer._buffers["_amax"]  # amax_if_unchanged found it there
     return type(quantizer), settings(quantizer), value, amax.dtype, amax.device
 
 

@@ -188,7 +188,7 @@ class TensorQuantizer(nn.Module):
     @property
     def pre_quant_scale(self):
         """Per-channel input scaling applied before quantization (SmoothQuant-style), or None."""
-        return getattr(self, "_pre_quant_scale", None)
+        return self._buffers.get("_pre_quant_scale", self.__dict__.get("_pre_quant_scale"))
 
     @pre_quant_scale.setter
     def pre_quant_scale(self, value):
@@ -285,8 +285,8 @@ class TensorQuantizer(nn.Module):
         """The per-tensor amax as a Python float when it has not changed since it was last set, loaded,
         calibrated or moved; None otherwise (per-channel or dynamic amax, an in-place edit since). Reads no
         tensor. An edit through ``amax.data`` (which has a version counter of its own) is not seen."""
-        note = getattr(self, "_amax_note", None)
-        amax = getattr(self, "_amax", None)
+        note = self.__dict__.get("_amax_note")
+        amax = self._buffers.get("_amax")  # a buffer; an amax set as a plain attribute is never noted
         if note is None or amax is None or note[0] != tensor_token(amax):
             return None
         return note[1]
@@ -405,7 +405,7 @@ class TensorQuantizer(nn.Module):
 
     def forward(self, inputs):
         """Quantize ``inputs`` (and feed them to the calibrator when calibrating)."""
-        pre_quant_scale = self._buffers.get("_pre_quant_scale", self.__dict__.get("_pre_quant_scale"))
+        pre_quant_scale = self.pre_quant_scale
         if pre_quant_scale is not None:
             inputs = inputs * pre_quant_scale
         if self._disabled:
