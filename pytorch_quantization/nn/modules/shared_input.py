@@ -10,8 +10,8 @@ quantizer asked for ``x`` returns the remembered tensor instead of computing it 
 these hold (compared without reading any tensor values, so no device sync):
 
 * ``x`` is the same tensor object at the same autograd version (no in-place edit since);
-* both quantizers have the same settings (every plain attribute: bits, axis, unsigned, narrow range,
-  scale_amax, ...; and ``TensorQuantizer.use_fb_fake_quant``), the same type, and a per-tensor amax
+* both quantizers have the same settings (``_reuse.settings``: bits, axis, unsigned, narrow range,
+  scale_amax, switches, ``TensorQuantizer.use_fb_fake_quant``), the same type, and a per-tensor amax
   of the same value and dtype that has not changed since it was set, loaded, calibrated or moved
   (``TensorQuantizer.amax_if_unchanged``), and no ``pre_quant_scale``;
 * the remembered result has not been edited in place;
