@@ -160,13 +160,16 @@ def test_autograd_and_inference_tensors_are_never_shared():
     assert calls[0] + with_mask.call_count - 2 == 2  # two input quantizations (plus the two weights)
     sum(o.sum() for o in outs).backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
+    made_before = x_input(seed=2)
     with torch.inference_mode():
-        y = x_input()
-        calls = [0]
-        with counting_input_quantizations(calls):
-            outs = [layer(y) for layer in layers]
-    assert calls[0] >= 2
-    torch.testing.assert_close(outs[1], expected(layers[1], y, 2.0), rtol=1e-5, atol=1e-5)
+        for y in (x_input(), made_before):  # an inference tensor, and a normal one read under inference mode
+            calls = [0]
+            with counting_input_quantizations(calls):
+                outs = [layer(y) for layer in layers]
+                outs += [layer(y) for layer in layers]  # a second round: nothing remembered from the first
+            assert calls[0] >= 4
+            torch.testing.assert_close(outs[1], expected(layers[1], y, 2.0), rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(outs[3], outs[1], rtol=0, atol=0)
 
 
 def test_a_loaded_calibration_shares_and_a_linear_layer_too():

@@ -235,3 +235,20 @@ def test_entries_do_not_keep_modules_alive_or_travel_with_state():
 def test_enable_rejects_non_bool():
     with pytest.raises(TypeError, match="True or False"):
         weight_cache.enable(1)
+
+
+def test_a_module_made_under_inference_mode_is_never_cached():
+    """Its weight and amax are inference tensors, which keep no version counter: an in-place edit of them inside
+    inference mode could not be seen, so the weight is quantized on every call (and nothing raises)."""
+    calls = [0]
+    with torch.inference_mode():
+        conv, x = make_conv(), inputs()
+        expected_first = expected_conv(conv, x)
+        with count_weight_quantizations(calls):
+            first = conv(x)
+            conv.weight_quantizer.amax.mul_(0.5)  # an edit no version counter records
+            second = conv(x)
+        torch.testing.assert_close(first, expected_first)
+        torch.testing.assert_close(second, expected_conv(conv, x))
+        assert not torch.allclose(first, second)
+    assert calls[0] == 2

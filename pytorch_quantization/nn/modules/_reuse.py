@@ -43,7 +43,8 @@ def may_reuse(tensor, quantizer):
     """Whether a remembered ``quantizer(tensor)`` may be returned instead of calling the quantizer.
 
     Only where reusing cannot change a result or skip a side effect: no gradient wanted for ``tensor``,
-    not under ``torch.compile``, ``torch.jit`` or ONNX export, a plain dense tensor, and a
+    not under ``torch.compile``, ``torch.jit`` or ONNX export, a plain dense tensor with a version counter
+    (not an inference tensor), and a
     ``TensorQuantizer`` that quantizes without calibrating, clipping or learning its range and has no hooks.
     """
     if torch.is_grad_enabled() and tensor.requires_grad:
@@ -51,6 +52,8 @@ def may_reuse(tensor, quantizer):
     if torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.jit.is_scripting():
         return False
     if tensor.device.type == "meta" or type(tensor) not in (torch.Tensor, torch.nn.Parameter) or tensor.is_sparse:
+        return False
+    if tensor.is_inference():  # made under torch.inference_mode(): no version counter, so edits could not be seen
         return False
     if not isinstance(quantizer, TensorQuantizer):  # a stand-in (e.g. reconstruction's learned rounding)
         return False

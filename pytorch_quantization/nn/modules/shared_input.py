@@ -15,7 +15,7 @@ these hold (compared without reading any tensor values, so no device sync):
   of the same value and dtype that has not changed since it was set, loaded, calibrated or moved
   (``TensorQuantizer.amax_if_unchanged``), and no ``pre_quant_scale``;
 * the remembered result has not been edited in place;
-* ``x`` is not an inference tensor (made under ``torch.inference_mode()``: those keep no version
+* not under ``torch.inference_mode()`` and ``x`` is not an inference tensor (those keep no version
   counter, so an in-place edit could not be seen); ``torch.no_grad()`` is what enables sharing;
 * reusing cannot change a result (``_reuse.may_reuse``): no gradient wanted for ``x``, no
   calibration, clipping, learned range, hooks, ONNX export, tracing or ``torch.compile``.
@@ -27,6 +27,8 @@ As with the weight cache, an edit of amax through ``amax.data`` is not seen; ``e
 turns the sharing off everywhere.
 """
 import weakref
+
+import torch
 
 from pytorch_quantization.nn.modules._reuse import may_reuse, settings
 
@@ -82,8 +84,8 @@ def _key(quantizer):
 
 def quantized_input(quantizer, x):
     """``quantizer(x)``, shared with every other quantizer that applies the same quantization to ``x``."""
-    if not _state["enabled"] or x.is_inference() or not may_reuse(x, quantizer):
-        return quantizer(x)  # inference tensors have no version counter, so in-place edits could not be seen
+    if not _state["enabled"] or torch.is_inference_mode_enabled() or not may_reuse(x, quantizer):
+        return quantizer(x)  # under inference mode the result would have no version counter to check
     key = _key(quantizer)
     if key is None:
         return quantizer(x)

@@ -276,8 +276,9 @@ class TensorQuantizer(nn.Module):
         ``amax_if_unchanged`` can tell the value during a forward without reading device memory.
         """
         amax = getattr(self, "_amax", None)
-        if amax is None or amax.numel() != 1 or amax.device.type == "meta" or torch.compiler.is_compiling():
-            self._amax_note = None
+        if amax is None or amax.numel() != 1 or amax.device.type == "meta" or amax.is_inference() \
+                or torch.compiler.is_compiling():
+            self._amax_note = None  # an inference tensor keeps no version counter: its edits could not be seen
         else:
             self._amax_note = (tensor_token(amax), float(amax.detach().reshape(()).item()))
 
@@ -287,7 +288,7 @@ class TensorQuantizer(nn.Module):
         tensor. An edit through ``amax.data`` (which has a version counter of its own) is not seen."""
         note = self.__dict__.get("_amax_note")
         amax = self._buffers.get("_amax")  # a buffer; an amax set as a plain attribute is never noted
-        if note is None or amax is None or note[0] != tensor_token(amax):
+        if note is None or amax is None or amax.is_inference() or note[0] != tensor_token(amax):
             return None
         return note[1]
 

@@ -18,7 +18,8 @@ The remembered tensor is used only where reusing it cannot change a result: auto
 weight (``torch.no_grad()``, ``torch.inference_mode()`` or a weight with ``requires_grad=False``), the
 quantizer quantizing without calibrating, clipping or learning its range, no forward hooks on it, not
 during ONNX export, ``torch.jit`` tracing or ``torch.compile``. Training and calibration therefore
-always recompute.
+always recompute, and so does a module whose weight or quantizer tensors were made under
+``torch.inference_mode()`` (inference tensors keep no version counter, so their edits could not be seen).
 
 One edit is invisible: an in-place operation on ``w.data`` (``w.data.mul_(2)``), because PyTorch gives
 ``.data`` a version counter of its own. Write ``with torch.no_grad(): w.mul_(2)`` instead, or call
@@ -57,7 +58,8 @@ def clear(module=None):
 
 
 def _key(weight, quantizer):
-    """(key, tensors): everything the quantized weight is computed from, tensors by identity and version.
+    """(key, tensors): everything the quantized weight is computed from, tensors by identity and version; key
+    None when one of the quantizer's tensors is an inference tensor (no version counter to follow).
 
     The quantizer's own buffers and parameters only: submodules (``clip``) matter with ``learn_amax``, which
     is never cached.
@@ -65,6 +67,8 @@ def _key(weight, quantizer):
     # pylint: disable=protected-access
     tensors = [weight] + [t for t in quantizer._buffers.values() if t is not None] + [
         t for t in quantizer._parameters.values() if t is not None]
+    if any(t.is_inference() for t in tensors):
+        return None, tensors
     return (tuple(tensor_token(t) for t in tensors), settings(quantizer)), tensors
 
 
@@ -74,6 +78,8 @@ def quantized_weight(module):
     if not _state["enabled"] or not may_reuse(weight, quantizer):
         return quantizer(weight)
     key, tensors = _key(weight, quantizer)
+    if key is None:
+        return quantizer(weight)
     entry = _ENTRIES.get(module)
     if entry is not None and entry[0] == key:
         return entry[2]
