@@ -29,3 +29,15 @@ requires_pcdet = pytest.mark.skipif(
     reason="OpenPCDet (pcdet) is not importable: it is on no package registry; put its source tree on PYTHONPATH "
            "to run these tests")
 requires_spconv = pytest.mark.skipif(not has_module("spconv"), reason="spconv is not installed (pip install spconv)")
+
+
+@pytest.fixture
+def one_intra_op_thread():
+    """Runs the test on one intra-op thread: spconv 2.3.8's CPU convolution races on more (two identical calls of
+    one SubMConv3d differ; see pytorch_quantization/ptq/reconstruct/sparse_grad.py), so tests that compare
+    spconv outputs exactly, or ranges calibrated in separate forwards, need one."""
+    import torch  # pylint: disable=import-outside-toplevel
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

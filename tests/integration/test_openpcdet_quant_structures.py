@@ -12,6 +12,9 @@ from pytorch_quantization import ptq
 from pytorch_quantization.nn.modules.tensor_quantizer import TensorQuantizer
 
 spconv = pytest.importorskip("spconv.pytorch", reason="spconv is needed for the voxel backbone structures")
+# the residual-add test compares ranges calibrated in one forward with a float forward's: spconv's CPU
+# convolution races on several threads (once seen in CI: 1.0165 against 1.1151)
+pytestmark = pytest.mark.usefixtures("one_intra_op_thread")
 
 
 class PFNLayer(nn.Module):

@@ -7,20 +7,15 @@ import torch.nn.functional as F
 from pytorch_quantization.ptq import (HAS_SPCONV, QuantAdd, calibrate, fold_batchnorm, quantize_model,
                                       quantize_residual_blocks, sqnr_db)
 
-pytestmark = pytest.mark.skipif(not HAS_SPCONV, reason="spconv is not installed; sparse layers are optional")
+SKIP_WITHOUT_SPCONV = pytest.mark.skipif(not HAS_SPCONV, reason="spconv is not installed; sparse layers are optional")
 
 if HAS_SPCONV:
     import spconv.pytorch as spconv
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """spconv 2.3.8's CPU kernels are not run-to-run deterministic with several intra-op threads (spconv issue
-    #679; seen here as ~1 run in 30 differing by 0.02 on a residual block), so exact comparisons use one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# spconv 2.3.8's CPU kernels are not run-to-run deterministic with several intra-op threads (spconv issue #679;
+# seen here as ~1 run in 30 differing by 0.02 on a residual block), so exact comparisons use one thread
+pytestmark = [SKIP_WITHOUT_SPCONV, pytest.mark.usefixtures("one_intra_op_thread")]
 
 
 def _fake_quant(x, amax):
