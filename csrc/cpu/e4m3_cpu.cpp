@@ -12,6 +12,7 @@
 
 #include "../e4m3.h"
 #include "../quant_args.h"
+#include "avx2_dispatch.h"
 #include "half_convert.h"
 
 namespace pytorch_quantization {
@@ -35,35 +36,12 @@ C10_ALWAYS_INLINE void scaled_round_block(const scalar_t* in, scalar_t* out, int
   }
 }
 
-// The rounding is arithmetic-bound on cache-resident tensors (activations), so the element loops are also
-// compiled for AVX2 (8 floats per instruction instead of baseline x86-64's 4) and that copy runs where the CPU
-// has it. Same IEEE operations, never contracted (-ffp-contract=off): the results are identical.
-#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
-template <typename scalar_t, typename BlockFn>
-__attribute__((target("avx2"))) void run_block_avx2(const BlockFn& block, const scalar_t* in, scalar_t* out,
-                                                    int64_t n) {
-  block(in, out, n);
-}
-
-bool cpu_has_avx2() {
-  static const bool has = __builtin_cpu_supports("avx2");
-  return has;
-}
-
+// The rounding is arithmetic-bound on cache-resident tensors (activations), so the element loops also run in an
+// AVX2 copy where the CPU has it (avx2_dispatch.h; identical results).
 template <typename scalar_t, typename BlockFn>
 void run_block(const BlockFn& block, const scalar_t* in, scalar_t* out, int64_t n) {
-  if (cpu_has_avx2()) {
-    run_block_avx2(block, in, out, n);
-  } else {
-    block(in, out, n);
-  }
+  run_vectorized([&]() C10_ALWAYS_INLINE_ATTRIBUTE { block(in, out, n); });
 }
-#else
-template <typename scalar_t, typename BlockFn>
-void run_block(const BlockFn& block, const scalar_t* in, scalar_t* out, int64_t n) {
-  block(in, out, n);
-}
-#endif
 
 // Runs block(in, out, n) over a range; float16 goes through float32 blocks so that its conversions are
 // vectorized (half_convert.h), the other dtypes convert inside the block function.

@@ -6,9 +6,8 @@
 // clamp-then-round equals _reference's round-then-clamp, and copysign restores the sign of zero
 // results (round(-0.3) is -0.0), so the outputs are bit-identical to _reference.
 //
-// The arithmetic bounds the loops on cache-resident tensors (activations), so they are also compiled for
-// AVX2 (8 floats per instruction instead of baseline x86-64's 4) and that copy runs where the CPU has it:
-// the same IEEE operations, never contracted (-ffp-contract=off), so the results are identical.
+// The arithmetic bounds the loops on cache-resident tensors (activations), so they also run in an AVX2 copy
+// where the CPU has it (avx2_dispatch.h; identical results).
 //
 // The data is on the host here, so the value checks of upstream 2.2.1 cost no device sync: a
 // negative amax raises ValueError when the constants are built, and unsigned quantization of
@@ -29,6 +28,7 @@
 #include <vector>
 
 #include "../quant_args.h"
+#include "avx2_dispatch.h"
 #include "half_convert.h"
 
 namespace pytorch_quantization {
@@ -92,8 +92,8 @@ struct RunConstants {
 
 // Returns nonzero when some element of x is negative (a by-product for the unsigned check).
 template <typename scalar_t, typename acc_t, bool kPerElement, bool kMask>
-C10_ALWAYS_INLINE unsigned quantize_run(const scalar_t* __restrict__ x, scalar_t* __restrict__ out, bool* __restrict__ mask,
-                      int64_t n, const RunConstants<acc_t>& k) {
+C10_ALWAYS_INLINE unsigned quantize_run(const scalar_t* __restrict__ x, scalar_t* __restrict__ out,
+                                        bool* __restrict__ mask, int64_t n, const RunConstants<acc_t>& k) {
   const acc_t* __restrict__ scale = k.scale;
   const acc_t* __restrict__ divisor = k.divisor;
   const acc_t* __restrict__ amax = k.amax;
@@ -133,28 +133,12 @@ C10_ALWAYS_INLINE unsigned quantize_block(const scalar_t* x, scalar_t* out, bool
   return quantize_run<scalar_t, acc_t, kPerElement, kMask>(x, out, mask, n, k);
 }
 
-#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
-template <typename scalar_t, typename acc_t, bool kPerElement, bool kMask>
-__attribute__((target("avx2"))) unsigned quantize_block_avx2(const scalar_t* x, scalar_t* out, bool* mask,
-                                                             int64_t n, const RunConstants<acc_t>& k) {
-  return quantize_block<scalar_t, acc_t, kPerElement, kMask>(x, out, mask, n, k);
-}
-
-bool cpu_has_avx2() {
-  static const bool has = __builtin_cpu_supports("avx2");
-  return has;
-}
-#endif
-
-// quantize_block, in its AVX2 copy where the CPU has AVX2.
+// quantize_block, in its AVX2 copy where the CPU has AVX2 (avx2_dispatch.h).
 template <typename scalar_t, typename acc_t, bool kPerElement, bool kMask>
 unsigned quantize_dispatch(const scalar_t* x, scalar_t* out, bool* mask, int64_t n, const RunConstants<acc_t>& k) {
-#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
-  if (cpu_has_avx2()) {
-    return quantize_block_avx2<scalar_t, acc_t, kPerElement, kMask>(x, out, mask, n, k);
-  }
-#endif
-  return quantize_block<scalar_t, acc_t, kPerElement, kMask>(x, out, mask, n, k);
+  return run_vectorized([&]() C10_ALWAYS_INLINE_ATTRIBUTE {
+    return quantize_block<scalar_t, acc_t, kPerElement, kMask>(x, out, mask, n, k);
+  });
 }
 
 template <typename acc_t>
