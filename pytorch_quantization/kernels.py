@@ -19,7 +19,7 @@ from pytorch_quantization import ops
 
 __all__ = [
     "kernel_backend", "fake_quant", "fake_quant_cachemask", "fake_quant_", "fake_quant_backward", "ste_grad",
-    "fake_e4m3", "scaled_e4m3", "abs_histogram", "amax_axis"
+    "fake_e4m3", "scaled_e4m3", "abs_histogram", "amax_axis", "needs_autograd"
 ]
 
 
@@ -80,10 +80,19 @@ def _compiled_args(x, amax):
     return amax.detach().reshape(-1).to(device=x.device, dtype=_reference.compute_dtype(x.dtype)), axis
 
 
+def needs_autograd(*tensors):
+    """Whether a call on ``tensors`` must go through autograd: a gradient can flow (grad mode on and one of them
+    requires it), or a tracer / compiler records the call (ONNX export reads autograd Functions' symbolics).
+    Non-tensors among ``tensors`` count as not requiring a gradient."""
+    if torch.jit.is_tracing() or torch.compiler.is_compiling():
+        return True
+    return torch.is_grad_enabled() and any(getattr(t, "requires_grad", False) for t in tensors)
+
+
 def _call(op, x, *args):
     """``op(x, *args)``; in eager mode when no gradient can flow to ``x``, dispatched straight to the kernel,
     past the op's Python autograd formula, which otherwise costs more than the kernel on small tensors."""
-    if (torch.is_grad_enabled() and x.requires_grad) or torch.compiler.is_compiling() or torch.jit.is_tracing():
+    if needs_autograd(x):
         return op(x, *args)
     with torch._C._AutoDispatchBelowAutograd():  # pylint: disable=protected-access
         return op(x, *args)

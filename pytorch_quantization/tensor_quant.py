@@ -426,18 +426,11 @@ fake_affine_tensor_quant = FakeAffineTensorQuantFunction.apply
 scaled_e4m3 = ScaledE4M3Function.apply
 
 
-def _needs_function(inputs, amax):
-    """Whether a call must go through its autograd Function: a gradient can flow (grad mode on and a tensor
-    that requires it), or a tracer / compiler records the call (ONNX export reads the Function's symbolic)."""
-    return (torch.is_grad_enabled() and (inputs.requires_grad or getattr(amax, "requires_grad", False))) \
-        or torch.jit.is_tracing() or torch.compiler.is_compiling()
-
-
 def fake_tensor_quant_lean(inputs, amax, num_bits=8, unsigned=False, narrow_range=True):
     """``fake_tensor_quant``, calling the kernel directly where no gradient can flow and nothing traces (the
     same result without autograd's bookkeeping, which costs more than the kernel on small tensors).
     ``TensorQuantizer`` calls this on every forward."""
-    if _needs_function(inputs, amax):
+    if kernels.needs_autograd(inputs, amax):
         return fake_tensor_quant(inputs, amax, num_bits, unsigned, narrow_range)
     check_quant_bits(num_bits, unsigned)
     return kernels.fake_quant(inputs, amax, num_bits, unsigned, narrow_range)
@@ -446,6 +439,6 @@ def fake_tensor_quant_lean(inputs, amax, num_bits=8, unsigned=False, narrow_rang
 def scaled_e4m3_lean(inputs, amax):
     """``scaled_e4m3(inputs, amax, 4, 3)`` for a tensor ``amax``, without autograd's bookkeeping where it is not
     needed (as ``fake_tensor_quant_lean``)."""
-    if _needs_function(inputs, amax):
+    if kernels.needs_autograd(inputs, amax):
         return scaled_e4m3(inputs, amax, 4, 3)
     return kernels.scaled_e4m3(inputs, torch.as_tensor(amax, dtype=torch.float32, device=inputs.device))

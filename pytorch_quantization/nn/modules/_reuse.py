@@ -9,6 +9,7 @@ import operator
 import torch
 from torch.nn.modules import module as torch_module
 
+from pytorch_quantization.kernels import needs_autograd
 from pytorch_quantization.nn.modules.tensor_quantizer import TensorQuantizer, tensor_token
 
 __all__ = ["tensor_token", "settings", "may_reuse"]
@@ -47,9 +48,7 @@ def may_reuse(tensor, quantizer):
     (not an inference tensor), and a
     ``TensorQuantizer`` that quantizes without calibrating, clipping or learning its range and has no hooks.
     """
-    if torch.is_grad_enabled() and tensor.requires_grad:
-        return False
-    if torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.jit.is_scripting():
+    if needs_autograd(tensor) or torch.jit.is_scripting():
         return False
     if tensor.device.type == "meta" or type(tensor) not in (torch.Tensor, torch.nn.Parameter) or tensor.is_sparse:
         return False
