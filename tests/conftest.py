@@ -36,8 +36,6 @@ def one_intra_op_thread():
     """Runs the test on one intra-op thread: spconv 2.3.8's CPU convolution races on more (two identical calls of
     one SubMConv3d differ; see pytorch_quantization/ptq/reconstruct/sparse_grad.py), so tests that compare
     spconv outputs exactly, or ranges calibrated in separate forwards, need one."""
-    import torch  # pylint: disable=import-outside-toplevel
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    from pytorch_quantization.utils.threads import intra_op_threads  # pylint: disable=import-outside-toplevel
+    with intra_op_threads(1):
+        yield

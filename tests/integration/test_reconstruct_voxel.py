@@ -11,6 +11,7 @@ pytest.importorskip("spconv.pytorch", reason="the voxel CenterPoint's sparse enc
 from benchmarks.bench_reconstruct_voxel import (build_model, calibrated, head_error, head_outputs,  # noqa: E402
                                                 reconstructed, synthetic_frames)
 from pytorch_quantization import _reference  # noqa: E402
+from pytorch_quantization.utils.threads import intra_op_threads  # noqa: E402
 
 pytestmark = requires_mmdet3d
 # left round-to-nearest (keep=) so the test spends its steps on the first two sparse stages: conv_input and
@@ -29,12 +30,10 @@ def _grid_integers(quantizer, weight):
 def setup():
     # spconv's CPU convolution races on more than one intra-op thread (ptq/reconstruct/sparse_grad.py): the
     # head errors compared below would carry that noise
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    base = build_model(seed=0)
-    frames = synthetic_frames(4)
-    yield base, frames[:2], frames[2:]
-    torch.set_num_threads(threads)
+    with intra_op_threads(1):
+        base = build_model(seed=0)
+        frames = synthetic_frames(4)
+        yield base, frames[:2], frames[2:]
 
 
 def test_brecq_learns_the_sparse_encoder_rounding_and_lowers_head_error(setup):

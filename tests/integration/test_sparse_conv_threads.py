@@ -3,16 +3,15 @@ import pytest
 import torch
 
 from integration.driver.pipeline import one_thread_for_sparse_convs
+from pytorch_quantization.utils.threads import intra_op_threads
 
 spconv = pytest.importorskip("spconv.pytorch", reason="needs spconv (pip install spconv)")
 
 
 @pytest.fixture
 def two_threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(before)
+    with intra_op_threads(2):
+        yield
 
 
 @pytest.mark.parametrize("sparse,device,expected", [(True, "cpu", 1), (False, "cpu", 2), (True, "cuda", 2)])

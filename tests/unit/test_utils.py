@@ -7,6 +7,7 @@ import torch
 
 from pytorch_quantization import utils
 from pytorch_quantization.utils import quant_logging
+from pytorch_quantization.utils.threads import intra_op_threads
 
 
 def _data():
@@ -70,3 +71,14 @@ def test_reset_logger_handler_removes_root_handlers():
     finally:
         for handler in saved:
             root.addHandler(handler)
+
+
+def test_intra_op_threads_sets_and_restores_the_count_even_on_error():
+    before = torch.get_num_threads()
+    with intra_op_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with pytest.raises(RuntimeError, match="inside"):
+        with intra_op_threads(1):
+            raise RuntimeError("inside")
+    assert torch.get_num_threads() == before

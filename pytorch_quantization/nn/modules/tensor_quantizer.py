@@ -162,9 +162,14 @@ class TensorQuantizer(nn.Module):
             return None
         return self._amax / (2.0 ** (self._num_bits - 1 + int(self._unsigned)) - 1.0)
 
+    def _own_tensor(self, name):
+        """The buffer ``name``, or a plain tensor attribute of that name someone set, or None (a direct lookup:
+        ``getattr`` on a missing module attribute raises inside ``nn.Module.__getattr__`` first, slowly)."""
+        return self._buffers.get(name, self.__dict__.get(name))
+
     @property
     def amax(self):
-        return getattr(self, "_amax", None)
+        return self._own_tensor("_amax")
 
     @amax.setter
     def amax(self, value):
@@ -188,7 +193,7 @@ class TensorQuantizer(nn.Module):
     @property
     def pre_quant_scale(self):
         """Per-channel input scaling applied before quantization (SmoothQuant-style), or None."""
-        return self._buffers.get("_pre_quant_scale", self.__dict__.get("_pre_quant_scale"))
+        return self._own_tensor("_pre_quant_scale")
 
     @pre_quant_scale.setter
     def pre_quant_scale(self, value):
@@ -275,7 +280,7 @@ class TensorQuantizer(nn.Module):
         Called where amax is set, loaded, calibrated or moved (reading it there is allowed), so that
         ``amax_if_unchanged`` can tell the value during a forward without reading device memory.
         """
-        amax = getattr(self, "_amax", None)
+        amax = self.amax
         if amax is None or amax.numel() != 1 or amax.device.type == "meta" or amax.is_inference() \
                 or torch.compiler.is_compiling():
             self._amax_note = None  # an inference tensor keeps no version counter: its edits could not be seen
@@ -287,7 +292,7 @@ class TensorQuantizer(nn.Module):
         calibrated or moved; None otherwise (per-channel or dynamic amax, an in-place edit since). Reads no
         tensor. An edit through ``amax.data`` (which has a version counter of its own) is not seen."""
         note = self.__dict__.get("_amax_note")
-        amax = self._buffers.get("_amax")  # a buffer; an amax set as a plain attribute is never noted
+        amax = self._buffers.get("_amax")  # only a buffer amax is offered (shared_input reads it there)
         if note is None or amax is None or amax.is_inference() or note[0] != tensor_token(amax):
             return None
         return note[1]
@@ -340,7 +345,7 @@ class TensorQuantizer(nn.Module):
 
     def _get_amax(self, inputs):
         """amax from the buffer, or computed from ``inputs`` when there is none; float32 or float64."""
-        amax = self._buffers.get("_amax", self.__dict__.get("_amax"))  # a buffer, or a plain attribute someone set
+        amax = self.amax
         if amax is not None:
             amax = self._fit_amax(amax, inputs)
             if amax.device != inputs.device:

@@ -12,12 +12,12 @@ races (measured with spconv 2.3.8, 2 threads: one SubMConv3d's output changed by
 identical calls, on outputs up to 1.4). Its forward therefore runs here on one thread; the differentiable
 recomputation, plain torch ops, uses them all.
 """
-import contextlib
 import types
 
 import torch
 
 from pytorch_quantization.ptq.layer_types import is_sparse_conv
+from pytorch_quantization.utils.threads import intra_op_threads
 
 __all__ = ["needs_sparse_grad", "install", "uninstall"]
 
@@ -47,16 +47,6 @@ def pairs_conv(features, weight, pairs, pair_num, n_out, subm, inverse):
     return out
 
 
-@contextlib.contextmanager
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 def _forward(layer, original, state, input, add_input=None):  # pylint: disable=redefined-builtin
     from spconv.pytorch.conv import _apply_act  # pylint: disable=import-outside-toplevel
     if add_input is not None:
@@ -65,7 +55,7 @@ def _forward(layer, original, state, input, add_input=None):  # pylint: disable=
     quantizer = layer._input_quantizer  # pylint: disable=protected-access
     layer._input_quantizer = torch.nn.Identity()  # the exact run sees the features quantized once, above
     try:
-        with torch.no_grad(), _one_thread():
+        with torch.no_grad(), intra_op_threads(1):
             exact = original(input.replace_feature(features.detach()))
     finally:
         layer._input_quantizer = quantizer
