@@ -98,6 +98,30 @@ def _call(op, x, *args):
         return op(x, *args)
 
 
+_DIRECT_DTYPES = frozenset((torch.float32, torch.float64, torch.float16, torch.bfloat16))
+
+
+def can_call_direct(x, amax):
+    """Whether ``x`` may go straight to ``fake_quant_direct`` / ``scaled_e4m3_direct`` with ``amax``: eager, no
+    gradient to flow, a floating tensor of a dtype the compiled ops take, on amax's device, which they serve.
+    Where not, callers take the checked functions, which raise the errors or fall back to the reference."""
+    return (isinstance(x, torch.Tensor) and x.dtype in _DIRECT_DTYPES and not needs_autograd(x, amax)
+            and x.device == amax.device and ops.serves(x.device.type))
+
+
+def fake_quant_direct(x, amax, num_bits, unsigned, narrow_range):
+    """``fake_quant`` where ``can_call_direct`` holds, with a one-element float32 / float64 amax on x's device
+    and a valid ``num_bits``: the same kernel, without the argument checks and autograd's bookkeeping."""
+    with torch._C._AutoDispatchBelowAutograd():  # pylint: disable=protected-access
+        return torch.ops.pytorch_quantization.fake_quant(x, amax, None, num_bits, unsigned, narrow_range)
+
+
+def scaled_e4m3_direct(x, amax):
+    """``scaled_e4m3`` where ``can_call_direct`` holds, with a one-element float32 amax (as ``fake_quant_direct``)."""
+    with torch._C._AutoDispatchBelowAutograd():  # pylint: disable=protected-access
+        return torch.ops.pytorch_quantization.scaled_e4m3(x, amax, None)
+
+
 def fake_quant(x, amax, num_bits=8, unsigned=False, narrow_range=True):
     """Fake-quantize ``x`` (no autograd formula of its own; see ``tensor_quant.fake_tensor_quant``)."""
     _check_inputs(x, amax, num_bits)

@@ -50,15 +50,16 @@ def expected(layer, x, amax, narrow=False):
 
 @contextlib.contextmanager
 def counting_input_quantizations(counter):
-    """Counts kernel calls on 4-D activations (weights are 4-D too, but the weight cache serves them after
-    the first call; tests warm it first)."""
-    original = kernels.fake_quant
+    """Counts fake-quantization kernel calls, checked or direct (weights are quantized by them too, but the
+    weight cache serves them after the first call; tests warm it first)."""
+    def counting(original):
+        def counted(x, *args, **kwargs):
+            counter[0] += 1
+            return original(x, *args, **kwargs)
+        return counted
 
-    def counted(x, *args, **kwargs):
-        counter[0] += 1
-        return original(x, *args, **kwargs)
-
-    with mock.patch.object(kernels, "fake_quant", counted):
+    with mock.patch.object(kernels, "fake_quant", counting(kernels.fake_quant)), \
+            mock.patch.object(kernels, "fake_quant_direct", counting(kernels.fake_quant_direct)):
         yield
 
 

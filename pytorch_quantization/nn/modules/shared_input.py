@@ -11,7 +11,7 @@ these hold (compared without reading any tensor values, so no device sync):
 
 * ``x`` is the same tensor object at the same autograd version (no in-place edit since);
 * both quantizers have the same settings (``_reuse.settings``: bits, axis, unsigned, narrow range,
-  scale_amax, switches, ``TensorQuantizer.use_fb_fake_quant``), the same type, and a per-tensor amax
+  scale_amax, switches; and ``TensorQuantizer.use_fb_fake_quant``), the same type, and a per-tensor amax
   of the same value and dtype that has not changed since it was set, loaded, calibrated or moved
   (``TensorQuantizer.amax_if_unchanged``), and no ``pre_quant_scale``;
 * the remembered result has not been edited in place;
@@ -70,16 +70,24 @@ def _forget(ref):
         del _MEMO[ref.key_id]
 
 
+def _static_key(quantizer):
+    """The part of ``_key`` derived from settings and the noted amax (``TensorQuantizer._derived``)."""
+    # pylint: disable=protected-access
+    if not quantizer._fake_quant or quantizer.pre_quant_scale is not None or quantizer._amax_note is None:
+        return None  # real quantization records its scale on the quantizer: a side effect to keep
+    amax = quantizer._buffers.get("_amax")
+    if amax is None:
+        return None
+    return type(quantizer), settings(quantizer), quantizer._amax_note[1], amax.dtype, amax.device
+
+
 def _key(quantizer):
     """The quantization ``quantizer`` applies, as a value two quantizers can compare; None if unknown."""
-    # pylint: disable=protected-access
-    if not quantizer._fake_quant or quantizer.pre_quant_scale is not None:
-        return None  # real quantization records its scale on the quantizer: a side effect to keep
-    value = quantizer.amax_if_unchanged()
-    if value is None:
+    if quantizer.amax_if_unchanged() is None:  # the noted value may be stale
         return None
-    amax = quantizer._buffers["_amax"]  # amax_if_unchanged found it there
-    return type(quantizer), settings(quantizer), value, amax.dtype, amax.device
+    key = quantizer._derived("share_key", _static_key)  # pylint: disable=protected-access
+    # use_fb_fake_quant is class-wide: no stamp of the quantizer changes with it
+    return key and key + (type(quantizer).use_fb_fake_quant,)
 
 
 def quantized_input(quantizer, x):

@@ -1,4 +1,5 @@
 """``TensorQuantizer``: the module that calibrates and (fake-)quantizes one tensor."""
+import itertools
 import logging
 
 import numpy as np
@@ -6,6 +7,7 @@ import torch
 from torch import nn
 
 from pytorch_quantization import calib
+from pytorch_quantization import kernels
 from pytorch_quantization import onnx_export
 from pytorch_quantization import tensor_quant
 from pytorch_quantization import utils as quant_utils
@@ -37,9 +39,15 @@ def _to_amax_tensor(value, name):
 
 
 def tensor_token(tensor):
-    """What identifies ``tensor``'s current contents without reading them: object, version, storage, layout."""
+    """What identifies ``tensor``'s current contents without reading them: object, version, storage, layout
+    (None for None: a module may register a buffer as None)."""
+    if tensor is None:
+        return None
     # pylint: disable=protected-access
-    return (id(tensor), tensor._version, tensor.data_ptr(), tensor.dtype, tensor.device, tuple(tensor.shape))
+    return (id(tensor), tensor._version, tensor.data_ptr(), tensor.dtype, tensor.device, tensor.shape)
+
+
+_STAMPS = itertools.count(1)
 
 
 class TensorQuantizer(nn.Module):
@@ -70,6 +78,9 @@ class TensorQuantizer(nn.Module):
 
     use_fb_fake_quant = False
     _enable_onnx_export = False
+    #: renewed whenever an attribute of this quantizer is set or deleted or a buffer registered: what is derived
+    #: from its settings (``_derived``) is derived again only after a change, not on every call
+    _settings_stamp = 0
     #: the plain attributes ``forward`` reads: with the buffers, what its result depends on (``_reuse.settings``)
     FORWARD_SETTINGS = ("_num_bits", "_fake_quant", "_axis", "_scale_amax", "_learn_amax", "_unsigned",
                         "_narrow_range", "_disabled", "_if_quant", "_if_clip", "_if_calib", "_enable_onnx_export")
@@ -109,6 +120,38 @@ class TensorQuantizer(nn.Module):
                                                          unsigned=self._unsigned)
         else:
             self._calibrator = calib.MaxCalibrator(num_bits=self._num_bits, axis=self._axis, unsigned=self._unsigned)
+
+    # ----------------------------------------------------------------- settings stamp
+    def __setattr__(self, name, value):
+        super().__setattr__(name, value)
+        self.__dict__["_settings_stamp"] = next(_STAMPS)
+
+    def __delattr__(self, name):
+        super().__delattr__(name)
+        self.__dict__["_settings_stamp"] = next(_STAMPS)
+
+    def register_buffer(self, name, tensor, persistent=True):
+        super().register_buffer(name, tensor, persistent)
+        self.__dict__["_settings_stamp"] = next(_STAMPS)
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state.pop("_derived_cache", None)  # derived again after copying or unpickling
+        return state
+
+    def _derived(self, name, compute):
+        """``compute(self)``, remembered until this quantizer's settings change (``_settings_stamp``).
+
+        For values that depend on attributes and on which buffers exist, never on buffer values, so that
+        the per-call checks of the reuse and direct-kernel paths cost a lookup instead of a dozen."""
+        cache = self.__dict__.get("_derived_cache")
+        if cache is None or cache[0] != self._settings_stamp:
+            cache = (self._settings_stamp, {})
+            self.__dict__["_derived_cache"] = cache  # not through __setattr__: no new stamp
+        values = cache[1]
+        if name not in values:
+            values[name] = compute(self)
+        return values[name]
 
     # ----------------------------------------------------------------- properties
     @property
@@ -409,8 +452,45 @@ class TensorQuantizer(nn.Module):
         if self._if_calib:
             logger.warning("quantizer is still in calibration mode while exporting to ONNX")
 
+    def _direct_plan(self):
+        """``(amax, num_bits, unsigned, narrow_range)`` when ``forward`` is exactly one compiled kernel call with the static
+        per-tensor amax buffer (fake quantization, or E4M3 with a float32 amax; enabled, quantizing, no
+        calibration, clip, learned range, ``scale_amax`` or ``pre_quant_scale``), else None."""
+        amax = self._buffers.get("_amax")
+        if (amax is None or amax.numel() != 1 or amax.device.type == "meta" or self._disabled or not self._if_quant
+                or self._if_calib or self._if_clip or self._learn_amax or not self._fake_quant
+                or self._scale_amax is not None or self.pre_quant_scale is not None):
+            return None
+        if self._num_bits == (4, 3):
+            return (amax, self._num_bits, None, None) if amax.dtype == torch.float32 else None
+        bits = self._num_bits
+        valid_bits = type(bits) is int and (2 <= bits <= 16 or (bits == 1 and self._unsigned))  # else: the errors
+        if not valid_bits or amax.dtype not in (torch.float32, torch.float64):
+            return None
+        return amax, self._num_bits, self._unsigned, self._narrow_range
+
+    def _direct_forward(self, inputs):
+        """``forward(inputs)`` computed by one direct kernel call where that gives the same result, else None.
+
+        The full path below spends most of a small tensor's time in Python (amax lookup and reshaping, argument
+        checks, autograd); with a static per-tensor amax, settings unchanged since the plan was made
+        (``_derived``) and ``kernels.can_call_direct`` holding, the kernel it ends in is called straight away."""
+        plan = self._derived("direct_plan", TensorQuantizer._direct_plan)
+        if plan is None or TensorQuantizer.use_fb_fake_quant or self._enable_onnx_export:
+            return None
+        amax, num_bits, unsigned, narrow_range = plan
+        # a buffer swapped in without setattr (torch.func.functional_call) gets no new stamp: compare it too
+        if self._buffers.get("_amax") is not amax or not kernels.can_call_direct(inputs, amax):
+            return None
+        if num_bits == (4, 3):
+            return kernels.scaled_e4m3_direct(inputs, amax)
+        return kernels.fake_quant_direct(inputs, amax, num_bits, unsigned, narrow_range)
+
     def forward(self, inputs):
         """Quantize ``inputs`` (and feed them to the calibrator when calibrating)."""
+        direct = self._direct_forward(inputs)
+        if direct is not None:
+            return direct
         pre_quant_scale = self.pre_quant_scale
         if pre_quant_scale is not None:
             inputs = inputs * pre_quant_scale

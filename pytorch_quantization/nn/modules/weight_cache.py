@@ -11,8 +11,9 @@ tensor when all of these are unchanged (compared without reading any tensor valu
   (so ``w.data = other``, ``module.to(...)`` and ``module.half()`` are seen);
 * every tensor of the weight quantizer (``_amax``, ``_pre_quant_scale``), the same way: ``amax.fill_``,
   ``quantizer.amax = ...``, ``load_calib_amax()`` and ``load_state_dict`` are all seen;
-* the quantizer's settings: every plain attribute (bits, axis, unsigned, narrow range, scale_amax,
-  enabled/disabled switches, ...) and ``TensorQuantizer.use_fb_fake_quant``.
+* the quantizer's settings: none of its attributes (bits, axis, unsigned, narrow range, scale_amax,
+  enabled/disabled switches, ...) set since (``TensorQuantizer._settings_stamp``), and
+  ``TensorQuantizer.use_fb_fake_quant``.
 
 The remembered tensor is used only where reusing it cannot change a result: autograd off for the
 weight (``torch.no_grad()``, ``torch.inference_mode()`` or a weight with ``requires_grad=False``), the
@@ -29,11 +30,13 @@ travels with ``state_dict``, ``copy.deepcopy`` or pickling.
 """
 import weakref
 
-from pytorch_quantization.nn.modules._reuse import may_reuse, settings, tensor_token
+import torch
+
+from pytorch_quantization.nn.modules._reuse import may_reuse, may_reuse_now, tensor_token
 
 __all__ = ["quantized_weight", "enable", "is_enabled", "clear"]
 
-_ENTRIES = weakref.WeakKeyDictionary()  # module -> (key, tensors the key refers to by id, quantized weight)
+_ENTRIES = {}  # id(module) -> _Entry; dropped when the module is freed
 _state = {"enabled": True}
 
 
@@ -54,36 +57,77 @@ def clear(module=None):
     if module is None:
         _ENTRIES.clear()
     else:
-        _ENTRIES.pop(module, None)
+        _ENTRIES.pop(id(module), None)
 
 
-def _key(weight, quantizer):
-    """(key, tensors): everything the quantized weight is computed from, tensors by identity and version; key
-    None when one of the quantizer's tensors is an inference tensor (no version counter to follow).
+class _ModuleRef(weakref.ref):
+    """A weak reference to a module that drops the module's entry when the module is freed."""
+    __slots__ = ("key",)
 
-    The quantizer's own buffers and parameters only: submodules (``clip``) matter with ``learn_amax``, which
-    is never cached.
-    """
+    def __new__(cls, module):
+        self = super().__new__(cls, module, _forget)
+        self.key = id(module)
+        return self
+
+    def __init__(self, module):
+        super().__init__(module, _forget)
+
+
+def _forget(ref):
+    entry = _ENTRIES.get(ref.key)
+    if entry is not None and entry.module is ref:
+        del _ENTRIES[ref.key]
+
+
+def _tensors(weight, quantizer):
+    """The weight and the quantizer's own buffers and parameters (None where one is registered as None): what the
+    quantized weight is computed from. Submodules (``clip``) matter with ``learn_amax`` only, never cached."""
     # pylint: disable=protected-access
-    tensors = [weight] + [t for t in quantizer._buffers.values() if t is not None] + [
-        t for t in quantizer._parameters.values() if t is not None]
-    if any(t.is_inference() for t in tensors):
-        return None, tensors
-    return (tuple(tensor_token(t) for t in tensors), settings(quantizer)), tensors
+    return (weight, *quantizer._buffers.values(), *quantizer._parameters.values())
+
+
+def _context(quantizer):
+    """What a result may depend on besides the quantizer's attributes and tensors."""
+    return type(quantizer).use_fb_fake_quant, torch.is_inference_mode_enabled()
+
+
+class _Entry:
+    """A remembered quantized weight and everything it was computed from. The tensors are kept alive with it,
+    so that their ids in ``tokens`` cannot be taken by other tensors."""
+    __slots__ = ("module", "quantizer", "stamp", "context", "tensors", "tokens", "result")
+
+    def __init__(self, module, quantizer, tensors, result):
+        self.module = _ModuleRef(module)
+        self.quantizer = quantizer
+        self.stamp = quantizer._settings_stamp  # pylint: disable=protected-access
+        self.context = _context(quantizer)
+        self.tensors = tensors
+        self.tokens = tuple(map(tensor_token, tensors))
+        self.result = result
+
+    def holds(self, module, weight, quantizer):
+        """Whether ``result`` is what the quantizer would return for ``weight`` now. The entry was only made
+        where ``may_reuse`` held: what can change without a new stamp or token is checked again here."""
+        # pylint: disable=protected-access
+        return (self.module() is module and self.quantizer is quantizer
+                and self.stamp == quantizer._settings_stamp and self.context == _context(quantizer)
+                and may_reuse_now(weight, quantizer)
+                and self.tokens == tuple(map(tensor_token, _tensors(weight, quantizer))))
 
 
 def quantized_weight(module):
     """``module._weight_quantizer(module.weight)``, reused while its inputs are unchanged (module docstring)."""
     weight, quantizer = module.weight, module._weight_quantizer  # pylint: disable=protected-access
-    if not _state["enabled"] or not may_reuse(weight, quantizer):
+    if not _state["enabled"]:
         return quantizer(weight)
-    key, tensors = _key(weight, quantizer)
-    if key is None:
+    entry = _ENTRIES.get(id(module))
+    if entry is not None and entry.holds(module, weight, quantizer):
+        return entry.result
+    if not may_reuse(weight, quantizer):
         return quantizer(weight)
-    entry = _ENTRIES.get(module)
-    if entry is not None and entry[0] == key:
-        return entry[2]
+    tensors = _tensors(weight, quantizer)
+    if any(t is not None and t.is_inference() for t in tensors):  # no version counter to follow
+        return quantizer(weight)
     result = quantizer(weight)
-    # the tensors are kept alive with the key so that their ids cannot be reused by other tensors
-    _ENTRIES[module] = (key, tensors, result)
+    _ENTRIES[id(module)] = _Entry(module, quantizer, tensors, result)
     return result
