@@ -326,7 +326,7 @@ def main(argv=None):
             for nbytes in ([CALL_BYTES] if op == "call" else args.sizes):
                 rows.extend(run_case(op, DTYPES[dtype_name], nbytes, args.device, args.reps, args.warmup))
     settings = {"device": args.device, "threads": torch.get_num_threads(), "torch": torch.__version__,
-                "compiled_ops": ops.serves(args.device), "reps": args.reps}
+                "compiled_ops": ops.serves(args.device), "cpu_vector_isa": ops.cpu_vector_isa(), "reps": args.reps}
     summary = summarize(rows, args.device)
     print(f"# {settings}")
     print_table(rows)

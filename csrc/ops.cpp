@@ -6,10 +6,22 @@
 #include <Python.h>
 #include <torch/library.h>
 
+#include "cpu/vector_isa.h"
+
 extern "C" {
-// The module has no Python functions of its own: importing it only loads the shared library.
+// cpu_vector_isa(): the vector instruction set the CPU kernels' element loops run in (cpu/vector_isa.h).
+static PyObject* cpu_vector_isa(PyObject* /*self*/, PyObject* /*args*/) {
+  return PyUnicode_FromString(pytorch_quantization::vector_isa_name(pytorch_quantization::vector_isa()));
+}
+
+// Besides cpu_vector_isa, importing the module only loads the shared library (the registrations below).
 PyMODINIT_FUNC PyInit__C(void) {
-  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  static PyMethodDef methods[] = {
+      {"cpu_vector_isa", cpu_vector_isa, METH_NOARGS,
+       "The vector instruction set of the CPU kernels' element loops: 'avx512', 'avx2' or 'baseline' "
+       "(capped by PYTORCH_QUANTIZATION_CPU_ISA)."},
+      {nullptr, nullptr, 0, nullptr}};
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, methods};
   return PyModule_Create(&module_def);
 }
 }

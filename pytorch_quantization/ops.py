@@ -45,6 +45,12 @@ def _served_devices():
 _SERVED = _served_devices()
 
 
+def cpu_vector_isa():
+    """The vector instruction set the compiled CPU kernels' element loops run in ("avx512", "avx2" or "baseline";
+    capped by the environment variable ``PYTORCH_QUANTIZATION_CPU_ISA``), or None without the compiled kernels."""
+    return None if _C is None else _C.cpu_vector_isa()
+
+
 def serves(device_type):
     """True when the compiled ops implement tensors on ``device_type`` ("cpu" or "cuda")."""
     return device_type in _SERVED

@@ -12,7 +12,7 @@
 
 #include "../e4m3.h"
 #include "../quant_args.h"
-#include "avx2_dispatch.h"
+#include "vector_isa.h"
 #include "half_convert.h"
 
 namespace pytorch_quantization {
@@ -37,7 +37,7 @@ C10_ALWAYS_INLINE void scaled_round_block(const scalar_t* in, scalar_t* out, int
 }
 
 // The rounding is arithmetic-bound on cache-resident tensors (activations), so the element loops also run in an
-// AVX2 copy where the CPU has it (avx2_dispatch.h; identical results).
+// AVX2 and AVX-512 copies where the CPU has them (vector_isa.h; identical results).
 template <typename scalar_t, typename BlockFn>
 void run_block(const BlockFn& block, const scalar_t* in, scalar_t* out, int64_t n) {
   run_vectorized([&]() C10_ALWAYS_INLINE_ATTRIBUTE { block(in, out, n); });

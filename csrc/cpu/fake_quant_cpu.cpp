@@ -6,8 +6,8 @@
 // clamp-then-round equals _reference's round-then-clamp, and copysign restores the sign of zero
 // results (round(-0.3) is -0.0), so the outputs are bit-identical to _reference.
 //
-// The arithmetic bounds the loops on cache-resident tensors (activations), so they also run in an AVX2 copy
-// where the CPU has it (avx2_dispatch.h; identical results).
+// The arithmetic bounds the loops on cache-resident tensors (activations), so they also run in AVX2 and AVX-512
+// copies where the CPU has them (vector_isa.h; identical results).
 //
 // The data is on the host here, so the value checks of upstream 2.2.1 cost no device sync: a
 // negative amax raises ValueError when the constants are built, and unsigned quantization of
@@ -28,7 +28,7 @@
 #include <vector>
 
 #include "../quant_args.h"
-#include "avx2_dispatch.h"
+#include "vector_isa.h"
 #include "half_convert.h"
 
 namespace pytorch_quantization {
@@ -133,7 +133,7 @@ C10_ALWAYS_INLINE unsigned quantize_block(const scalar_t* x, scalar_t* out, bool
   return quantize_run<scalar_t, acc_t, kPerElement, kMask>(x, out, mask, n, k);
 }
 
-// quantize_block, in its AVX2 copy where the CPU has AVX2 (avx2_dispatch.h).
+// quantize_block, in the copy for the CPU's vector instruction set (vector_isa.h).
 template <typename scalar_t, typename acc_t, bool kPerElement, bool kMask>
 unsigned quantize_dispatch(const scalar_t* x, scalar_t* out, bool* mask, int64_t n, const RunConstants<acc_t>& k) {
   return run_vectorized([&]() C10_ALWAYS_INLINE_ATTRIBUTE {

@@ -106,7 +106,7 @@ def quantized_input(quantizer, x):
     known = entry[2].get(key)
     if known is not None and known[0]._version == known[1]:
         return known[0]
-    result = quantizer(x)
+    result = quantizer.forward(x)  # may_reuse found no hooks: all that __call__ would add
     if result is not x:  # the entry must not keep x alive (it is dropped when x is freed)
         entry[2][key] = (result, result._version)
     return result
