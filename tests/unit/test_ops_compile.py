@@ -79,6 +79,23 @@ def test_compile_fullgraph_in_place_op():
     assert torch.equal(out, expected) and torch.equal(x, expected)
 
 
+@needs_compiled
+@pytest.mark.parametrize("grad", [False, True], ids=["no_grad", "grad"])
+def test_compile_fullgraph_through_a_quantized_conv(grad):
+    """The per-call reuse paths (weight cache, shared input, direct kernel) step aside under torch.compile: a whole
+    QuantConv2d traces into one graph and computes what eager mode computes."""
+    from pytorch_quantization import nn as quant_nn  # pylint: disable=import-outside-toplevel
+    conv = quant_nn.QuantConv2d(3, 4, 3).eval()
+    conv.input_quantizer.amax = 2.0
+    conv.weight_quantizer.amax = conv.weight.detach().abs().amax(dim=(1, 2, 3), keepdim=True) * 0.8
+    x = _inputs(5, (1, 3, 8, 8))
+    with torch.set_grad_enabled(grad):
+        eager = conv(x)
+        compiled = torch.compile(conv, fullgraph=True, backend="aot_eager")
+        assert torch.equal(compiled(x), eager)
+        assert torch.equal(compiled(x), eager)  # a second call: eager would now hit the caches
+
+
 class _QuantLinear(torch.nn.Module):
     def __init__(self):
         super().__init__()

@@ -92,8 +92,11 @@ def _key(quantizer):
 
 def quantized_input(quantizer, x):
     """``quantizer(x)``, shared with every other quantizer that applies the same quantization to ``x``."""
-    if not _state["enabled"] or torch.is_inference_mode_enabled() or not may_reuse(x, quantizer):
-        return quantizer(x)  # under inference mode the result would have no version counter to check
+    # under torch.compile the graph quantizes (the checks below would break it); under inference mode the
+    # result would have no version counter to check
+    if (torch.compiler.is_compiling() or not _state["enabled"] or torch.is_inference_mode_enabled()
+            or not may_reuse(x, quantizer)):
+        return quantizer(x)
     key = _key(quantizer)
     if key is None:
         return quantizer(x)

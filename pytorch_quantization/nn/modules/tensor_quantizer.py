@@ -475,6 +475,8 @@ class TensorQuantizer(nn.Module):
         The full path below spends most of a small tensor's time in Python (amax lookup and reshaping, argument
         checks, autograd); with a static per-tensor amax, settings unchanged since the plan was made
         (``_derived``) and ``kernels.can_call_direct`` holding, the kernel it ends in is called straight away."""
+        if torch.compiler.is_compiling():  # the graph records the checked path
+            return None
         plan = self._derived("direct_plan", TensorQuantizer._direct_plan)
         if plan is None or TensorQuantizer.use_fb_fake_quant or self._enable_onnx_export:
             return None

@@ -118,7 +118,7 @@ class _Entry:
 def quantized_weight(module):
     """``module._weight_quantizer(module.weight)``, reused while its inputs are unchanged (module docstring)."""
     weight, quantizer = module.weight, module._weight_quantizer  # pylint: disable=protected-access
-    if not _state["enabled"]:
+    if not _state["enabled"] or torch.compiler.is_compiling():  # a compiled graph quantizes (no reuse across calls)
         return quantizer(weight)
     entry = _ENTRIES.get(id(module))
     if entry is not None and entry.holds(module, weight, quantizer):
