@@ -7,6 +7,7 @@
 #include <torch/library.h>
 
 #include "cpu/vector_isa.h"
+#include "tensor_snapshot.h"
 
 extern "C" {
 // cpu_vector_isa(): the vector instruction set the CPU kernels' element loops run in (cpu/vector_isa.h).
@@ -14,12 +15,15 @@ static PyObject* cpu_vector_isa(PyObject* /*self*/, PyObject* /*args*/) {
   return PyUnicode_FromString(pytorch_quantization::vector_isa_name(pytorch_quantization::vector_isa()));
 }
 
-// Besides cpu_vector_isa, importing the module only loads the shared library (the registrations below).
+// Besides cpu_vector_isa and tensor_snapshot, importing the module only loads the shared library (the
+// registrations below).
 PyMODINIT_FUNC PyInit__C(void) {
   static PyMethodDef methods[] = {
       {"cpu_vector_isa", cpu_vector_isa, METH_NOARGS,
        "The vector instruction set of the CPU kernels' element loops: 'avx512', 'avx2' or 'baseline' "
        "(capped by PYTORCH_QUANTIZATION_CPU_ISA)."},
+      {"tensor_snapshot", pytorch_quantization::tensor_snapshot, METH_O,
+       "What identifies the current contents of a tuple of tensors (None allowed), as bytes (tensor_snapshot.h)."},
       {nullptr, nullptr, 0, nullptr}};
   static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, methods};
   return PyModule_Create(&module_def);

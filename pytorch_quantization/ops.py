@@ -45,10 +45,15 @@ def _served_devices():
 _SERVED = _served_devices()
 
 
+#: the extension's plain Python functions by name (``cpu_vector_isa``, ``tensor_snapshot``); empty without it
+C_FUNCTIONS = {} if _C is None else {name: getattr(_C, name) for name in ("cpu_vector_isa", "tensor_snapshot")}
+
+
 def cpu_vector_isa():
     """The vector instruction set the compiled CPU kernels' element loops run in ("avx512", "avx2" or "baseline";
     capped by the environment variable ``PYTORCH_QUANTIZATION_CPU_ISA``), or None without the compiled kernels."""
-    return None if _C is None else _C.cpu_vector_isa()
+    isa = C_FUNCTIONS.get("cpu_vector_isa")
+    return None if isa is None else isa()
 
 
 def serves(device_type):

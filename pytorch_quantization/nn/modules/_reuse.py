@@ -13,9 +13,9 @@ import torch
 from torch.nn.modules import module as torch_module
 
 from pytorch_quantization.kernels import needs_autograd
-from pytorch_quantization.nn.modules.tensor_quantizer import TensorQuantizer, tensor_token
+from pytorch_quantization.nn.modules.tensor_quantizer import TensorQuantizer, tensors_snapshot
 
-__all__ = ["tensor_token", "settings", "may_reuse", "may_reuse_now"]
+__all__ = ["tensors_snapshot", "settings", "may_reuse", "may_reuse_now"]
 
 _SETTING_TYPES = frozenset((bool, int, float, str, tuple, type(None)))
 # attributes that are bookkeeping, not settings: they differ between quantizers that quantize alike

@@ -32,7 +32,7 @@ import weakref
 
 import torch
 
-from pytorch_quantization.nn.modules._reuse import may_reuse, may_reuse_now, tensor_token
+from pytorch_quantization.nn.modules._reuse import may_reuse, may_reuse_now, tensors_snapshot
 
 __all__ = ["quantized_weight", "enable", "is_enabled", "clear"]
 
@@ -102,7 +102,7 @@ class _Entry:
         self.stamp = quantizer._settings_stamp  # pylint: disable=protected-access
         self.context = _context(quantizer)
         self.tensors = tensors
-        self.tokens = tuple(map(tensor_token, tensors))
+        self.tokens = tensors_snapshot(tensors)
         self.result = result
 
     def holds(self, module, weight, quantizer):
@@ -112,7 +112,7 @@ class _Entry:
         return (self.module() is module and self.quantizer is quantizer
                 and self.stamp == quantizer._settings_stamp and self.context == _context(quantizer)
                 and may_reuse_now(weight, quantizer)
-                and self.tokens == tuple(map(tensor_token, _tensors(weight, quantizer))))
+                and self.tokens == tensors_snapshot(_tensors(weight, quantizer)))
 
 
 def quantized_weight(module):
