@@ -19,7 +19,7 @@ from pytorch_quantization import ops
 
 __all__ = [
     "kernel_backend", "fake_quant", "fake_quant_cachemask", "fake_quant_", "fake_quant_backward", "ste_grad",
-    "fake_e4m3", "scaled_e4m3", "abs_histogram", "amax_axis", "needs_autograd"
+    "fake_e4m3", "scaled_e4m3", "abs_histogram", "amax_axis", "needs_autograd", "check_num_bits"
 ]
 
 
@@ -35,7 +35,8 @@ def kernel_backend():
     return {"cpu": "compiled" if ops.serves("cpu") else "reference", "cuda": cuda}
 
 
-def _check_num_bits(num_bits):
+def check_num_bits(num_bits):
+    """ValueError unless ``num_bits`` is an int in 1..16 (what the compiled ops take)."""
     if isinstance(num_bits, bool) or not isinstance(num_bits, int) or not 1 <= num_bits <= 16:
         raise ValueError(f"num_bits must be an int in 1..16, got {num_bits!r}")
 
@@ -48,7 +49,7 @@ def _check_inputs(x, amax, num_bits):
         raise TypeError(f"amax must be a floating point tensor, got {getattr(amax, 'dtype', type(amax))}")
     if amax.device != x.device:
         raise ValueError(f"amax is on {amax.device} but inputs are on {x.device}; move amax with .to(inputs.device)")
-    _check_num_bits(num_bits)
+    check_num_bits(num_bits)
     if amax.numel() == 0:
         raise ValueError("amax is empty; calibrate the quantizer or set amax before quantizing")
     if amax.numel() != 1 and not all(a in (1, b) or b == 1 for a, b in zip(reversed(amax.shape), reversed(x.shape))):

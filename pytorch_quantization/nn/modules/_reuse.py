@@ -28,13 +28,12 @@ _forward_settings = operator.attrgetter(*TensorQuantizer.FORWARD_SETTINGS)
 def _profile(quantizer):
     """``(plain, settings)`` of a ``TensorQuantizer`` (derived once per change of its settings, ``_derived``).
 
-    plain: it quantizes without calibrating, clipping or learning its range and is enabled. settings: for a
-    ``TensorQuantizer`` the attributes its forward reads; for a subclass, which may read others, every plain
-    attribute.
+    plain: ``TensorQuantizer._only_quantizes`` (enabled, quantizing, not calibrating, clipping or learning its
+    range). settings: for a ``TensorQuantizer`` the attributes its forward reads; for a subclass, which may read
+    others, every plain attribute.
     """
     q = quantizer
-    # pylint: disable=protected-access
-    plain = not (q._disabled or not q._if_quant or q._if_calib or q._if_clip or q._learn_amax)
+    plain = q._only_quantizes()  # pylint: disable=protected-access
     if type(q) is TensorQuantizer:
         own = _forward_settings(q)
     else:

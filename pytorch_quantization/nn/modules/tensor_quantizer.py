@@ -465,20 +465,27 @@ class TensorQuantizer(nn.Module):
         if self._if_calib:
             logger.warning("quantizer is still in calibration mode while exporting to ONNX")
 
+    def _only_quantizes(self):
+        """Whether ``forward`` does nothing but quantize: enabled, quantizing, and neither calibrating, clipping nor
+        learning its range (what the direct path and the reuse checks of ``_reuse`` require)."""
+        return not (self._disabled or not self._if_quant or self._if_calib or self._if_clip or self._learn_amax)
+
     def _direct_plan(self):
         """``(amax, num_bits, unsigned, narrow_range)`` when ``forward`` is exactly one compiled kernel call with the static
         per-tensor amax buffer (fake quantization, or E4M3 with a float32 amax; enabled, quantizing, no
         calibration, clip, learned range, ``scale_amax`` or ``pre_quant_scale``), else None."""
         amax = self._buffers.get("_amax")
-        if (amax is None or amax.numel() != 1 or amax.device.type == "meta" or self._disabled or not self._if_quant
-                or self._if_calib or self._if_clip or self._learn_amax or not self._fake_quant
-                or self._scale_amax is not None or self.pre_quant_scale is not None):
+        if (amax is None or amax.numel() != 1 or amax.device.type == "meta" or not self._only_quantizes()
+                or not self._fake_quant or self._scale_amax is not None or self.pre_quant_scale is not None):
             return None
         if self._num_bits == (4, 3):
             return (amax, self._num_bits, None, None) if amax.dtype == torch.float32 else None
-        bits = self._num_bits
-        valid_bits = type(bits) is int and (2 <= bits <= 16 or (bits == 1 and self._unsigned))  # else: the errors
-        if not valid_bits or amax.dtype not in (torch.float32, torch.float64):
+        try:  # the full path's checks of num_bits: where they fail, it raises their errors
+            tensor_quant.check_quant_bits(self._num_bits, self._unsigned)
+            kernels.check_num_bits(self._num_bits)
+        except ValueError:
+            return None
+        if amax.dtype not in (torch.float32, torch.float64):
             return None
         return amax, self._num_bits, self._unsigned, self._narrow_range
 
